@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# The embedded default never downloads; users' HF models are local paths.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# Sub-apps and commands are registered below; each lives next to the package it drives.
+from .world.cli import app as world_app  # noqa: E402
+from .zoo.cli import app as zoo_app  # noqa: E402
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.add_typer(world_app, name="world")
+app.add_typer(zoo_app, name="zoo")
+
+
+@app.command("demo")
+def demo(out: Path = typer.Option(Path("demo-out"), help="report directory")) -> None:
+    """The whole pipeline on the embedded world: writes OUT/report.md, OUT/metrics.json and pictures."""
+    from .demo import main
+
+    try:
+        main(out)
+    except FileNotFoundError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None

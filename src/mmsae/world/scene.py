@@ -146,11 +146,15 @@ class Scene:
 
     def concepts(self) -> set[str]:
         """Every concept with at least one visible pixel in this image."""
+        return set(self._concepts)
+
+    @cached_property
+    def _concepts(self) -> frozenset[str]:
         names = {self.background}
         for i, o in enumerate(self.objects):
             names.update(o.attributes().values())
             names.update(p for p, m in self.part_masks[i].items() if m.any())
-        return names
+        return frozenset(names)
 
     def patch_coverage(self, mask: np.ndarray) -> np.ndarray:
         """Fraction of each patch (grid x grid) that a pixel mask covers."""

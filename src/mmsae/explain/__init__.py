@@ -1,0 +1,44 @@
+"""Explanations of SAE features by a larger LMM: prompts, backends (HTTP / local), strict parsing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from PIL import Image
+
+from .client import Completion, HTTPExplainer, HTTPExplainerConfig, LocalExplainer
+from .parse import Parsed, parse_answer
+from .prompt import PromptTemplate
+
+
+@dataclass(frozen=True)
+class Explanation:
+    feature: int
+    status: str  # explained | uninterpretable | failed
+    explanation: str | None
+    raw: str | None
+    reason: str | None
+    model: str
+    prompt_version: str
+    created: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def explain(features: list[int], image_sets: list[list[Image.Image]], backend, template: PromptTemplate) -> list[Explanation]:
+    """Ask the backend for the common pattern of each feature's masked images; every answer is parsed
+    strictly and failures are kept as failures, never as explanations."""
+    if len(features) != len(image_sets):
+        raise ValueError(f"{len(features)} features but {len(image_sets)} image sets")
+    completions = backend.complete_many([template.messages(ims) for ims in image_sets])
+    out = []
+    for f, c in zip(features, completions):
+        p = parse_answer(c.text) if c.error is None else Parsed("failed", None, c.error)
+        out.append(Explanation(f, p.status, p.explanation, c.text, p.reason, backend.name, template.version, time.time()))
+    return out
+
+
+__all__ = ["explain", "Explanation", "PromptTemplate", "parse_answer", "HTTPExplainer", "HTTPExplainerConfig",
+           "LocalExplainer", "Completion"]

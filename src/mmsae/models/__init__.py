@@ -1,0 +1,19 @@
+"""Model adapters: one per LMM family, chosen from the HF config.
+
+    adapter = load_adapter("path/to/model")
+    enc = adapter.encode([Sample([image], "<image> describe")])
+    acts_BSD = adapter.capture(enc.inputs, layer=12)      # stops after block 12
+    with adapter.replace(12, lambda acts_BSD: acts_BSD * 0.5):
+        adapter.generate(enc.inputs, max_new_tokens=8)
+
+`layer=L` is the output of decoder block L (0-indexed) = `hidden_states[L+1]` = paper "layer L+1".
+"""
+
+from .base import IMAGE_PLACEHOLDER, Adapter, AdapterError, Encoded, Sample
+from .registry import load_adapter, supported_model_types
+from .table import IMAGE, MODALITIES, SPECIAL, TEXT, ImageTokens, TokenTable
+
+__all__ = [
+    "Adapter", "AdapterError", "Encoded", "Sample", "IMAGE_PLACEHOLDER", "load_adapter", "supported_model_types",
+    "TokenTable", "ImageTokens", "MODALITIES", "TEXT", "IMAGE", "SPECIAL",
+]

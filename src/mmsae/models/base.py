@@ -1,0 +1,259 @@
+"""The adapter interface: encode (images, text) into model inputs plus a token table, capture or
+replace the residual stream after one decoder block, stop the forward pass early.
+
+Layer naming: `layer=L` is the output of decoder block L, 0-indexed. It equals
+`output_hidden_states=True`'s `hidden_states[L + 1]` (index 0 is the embeddings) and is what
+papers call "layer L+1" (Multimodal-SAE's "layer 25" of LLaVA-NeXT-8B is `layer=24` here). For the
+last block HF applies the final norm to `hidden_states[-1]`; we capture the block's raw output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .table import IMAGE, SPECIAL, TEXT, ImageTokens, TokenTable
+
+IMAGE_PLACEHOLDER = "<image>"  # family-neutral placeholder in prompts; adapters swap in their own
+
+
+class AdapterError(ValueError):
+    """A model, layer or input the adapter cannot handle; raised before any work is done."""
+
+
+class _EarlyExit(Exception):
+    """Raised from the hook on block L to stop the forward pass; carries the captured activations."""
+
+    def __init__(self, acts_BSD: torch.Tensor):
+        super().__init__()
+        self.acts_BSD = acts_BSD
+
+
+@dataclass
+class Sample:
+    """One sequence to encode: images (may be empty) and text with `<image>` placeholders.
+
+    Without placeholders the images go first, one placeholder each, as LLaVA-style data does."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    text: str = ""
+
+
+@dataclass
+class Encoded:
+    """Model inputs (tensors for `model(**inputs)`) and one token table per sequence of the batch."""
+
+    inputs: dict[str, torch.Tensor]
+    tables: list[TokenTable]
+
+
+def _hidden(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _with_hidden(out, new):
+    return (new, *out[1:]) if isinstance(out, tuple) else new
+
+
+class Adapter:
+    """Base class; one subclass per model family. Family quirks live only in the subclasses."""
+
+    family: str = ""
+    model_types: tuple[str, ...] = ()  # HF `config.model_type` values this adapter handles
+
+    def __init__(self, model: torch.nn.Module, processor, source: str | None = None):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.source = source
+
+    # ---- family-specific pieces -------------------------------------------------------------
+    def decoder_layers(self) -> torch.nn.ModuleList:
+        return self.model.model.language_model.layers
+
+    def text_config(self):
+        return self.model.config.get_text_config()
+
+    @property
+    def image_token(self) -> str:
+        return self.processor.image_token
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.tokenizer.convert_tokens_to_ids(self.image_token))
+
+    def image_tokens(self, image: Image.Image, index: int, inputs: dict) -> ImageTokens:
+        """Geometry of the placeholder tokens of one image (the `index`-th of the batch), in the
+        order the model scatters its features into the sequence."""
+        raise NotImplementedError
+
+    def expand_text(self, text: str, images: list[Image.Image]) -> str:
+        """Swap the neutral placeholder for the family's image token (the processor expands it)."""
+        return text.replace(IMAGE_PLACEHOLDER, self.image_token)
+
+    def process(self, images: list[list[Image.Image]], texts: list[str]) -> dict:
+        """Run the HF processor; images are given per sample (most processors want them flat)."""
+        flat = [im for per in images for im in per]
+        kwargs = {"images": flat} if flat else {}
+        return self.processor(text=texts, padding=True, return_tensors="pt", **kwargs)
+
+    def extra_special_ids(self) -> set[int]:
+        """Ids that are not in `all_special_ids` but mark structure (image start/end, row tags)."""
+        return set()
+
+    # ---- generic surface --------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return len(self.decoder_layers())
+
+    @property
+    def d_model(self) -> int:
+        return int(self.text_config().hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def check_layer(self, layer: int) -> None:
+        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise AdapterError(
+                f"layer {layer!r} is out of range: {self.family} model has {self.n_layers} decoder "
+                f"blocks, valid layers are 0..{self.n_layers - 1} (0-indexed block outputs)"
+            )
+
+    def encode(self, samples: Sequence[Sample], padding_side: str = "right") -> Encoded:
+        """Batch of samples -> padded model inputs and a token table per sequence.
+
+        Right padding (the default) keeps every real token's activations equal to those of the
+        unpadded sequence; use "left" for batched generation. Table positions count from the
+        sequence's first real token either way; image_index counts the sample's own images."""
+        images: list[Image.Image] = []
+        nested: list[list[Image.Image]] = []
+        texts: list[str] = []
+        owners: list[int] = []
+        for b, s in enumerate(samples):
+            text = s.text
+            n_marks = text.count(IMAGE_PLACEHOLDER)
+            if n_marks == 0 and s.images:
+                text = IMAGE_PLACEHOLDER * len(s.images) + (" " if text else "") + text
+            elif n_marks != len(s.images):
+                raise AdapterError(
+                    f"sample {b}: {n_marks} '{IMAGE_PLACEHOLDER}' placeholders for {len(s.images)} images"
+                )
+            imgs = [im.convert("RGB") if im.mode != "RGB" else im for im in s.images]
+            images += imgs
+            nested.append(imgs)
+            owners += [b] * len(imgs)
+            texts.append(self.expand_text(text, imgs))
+        side = getattr(self.tokenizer, "padding_side", "right")
+        self.tokenizer.padding_side = padding_side
+        try:
+            inputs = dict(self.process(nested, texts))
+        finally:
+            self.tokenizer.padding_side = side
+        per_image = [self.image_tokens(im, i, inputs) for i, im in enumerate(images)]
+        tables = [
+            self._table(b, inputs, [per_image[i] for i, o in enumerate(owners) if o == b])
+            for b in range(len(samples))
+        ]
+        return Encoded(inputs=inputs, tables=tables)
+
+    def _table(self, b: int, inputs: dict, images: list[ImageTokens]) -> TokenTable:
+        ids_S = inputs["input_ids"][b].cpu().numpy()
+        mask_S = inputs.get("attention_mask")
+        mask_S = np.ones_like(ids_S, bool) if mask_S is None else mask_S[b].cpu().numpy().astype(bool)
+        n = len(ids_S)
+        table = TokenTable.empty(n)
+        first = int(np.argmax(mask_S)) if mask_S.any() else 0
+        table.position[:] = np.arange(n) - first
+        table.token_id[:] = ids_S
+        special = set(self.tokenizer.all_special_ids) | self.extra_special_ids()
+        placeholder = self.image_token_id
+        special.discard(placeholder)
+        table.modality[:] = TEXT
+        table.modality[np.isin(ids_S, list(special))] = SPECIAL
+        table.modality[~mask_S] = SPECIAL  # padding, whatever its id
+        slots_N = np.flatnonzero((ids_S == placeholder) & mask_S)
+        want = sum(len(t.modality) for t in images)
+        if want != len(slots_N):
+            raise AdapterError(
+                f"{self.family}: sequence {b} has {len(slots_N)} image placeholder tokens but the "
+                f"geometry gives {want}; the processor and adapter disagree"
+            )
+        start = 0
+        for image_index, toks in enumerate(images):
+            pos = slots_N[start : start + len(toks.modality)]
+            start += len(toks.modality)
+            table.modality[pos] = toks.modality
+            table.image_index[pos] = image_index
+            table.tile[pos] = toks.tile
+            table.patch_row[pos] = toks.patch_row
+            table.patch_col[pos] = toks.patch_col
+            table.box[pos] = toks.box
+        return table
+
+    def _to_device(self, inputs: dict) -> dict:
+        out = {}
+        for k, v in inputs.items():
+            if isinstance(v, torch.Tensor):
+                v = v.to(self.device)
+                if v.is_floating_point():
+                    v = v.to(self.dtype)
+            out[k] = v
+        return out
+
+    def capture(self, inputs: dict, layer: int, early_exit: bool = True) -> torch.Tensor:
+        """Residual stream after block `layer` for every position: acts_BSD.
+
+        With early_exit the forward pass stops right after that block (blocks above it, the final
+        norm and the LM head never run), so capture costs about (layer+1)/n_layers of a forward."""
+        self.check_layer(layer)
+        box: dict[str, torch.Tensor] = {}
+
+        def hook(_module, _args, out):
+            acts_BSD = _hidden(out)
+            if early_exit:
+                raise _EarlyExit(acts_BSD)
+            box["acts"] = acts_BSD
+
+        handle = self.decoder_layers()[layer].register_forward_hook(hook)
+        try:
+            with torch.inference_mode():
+                self.model(**self._to_device(inputs), use_cache=False)
+        except _EarlyExit as stop:
+            return stop.acts_BSD
+        finally:
+            handle.remove()
+        return box["acts"]
+
+    @contextlib.contextmanager
+    def replace(self, layer: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """Within the block, the output of block `layer` is replaced by fn(acts_BSD) on every
+        forward pass, including each step of `generate` (where S is the new positions only)."""
+        self.check_layer(layer)
+
+        def hook(_module, _args, out):
+            acts_BSD = _hidden(out)
+            new_BSD = fn(acts_BSD)
+            if new_BSD.shape != acts_BSD.shape:
+                raise ValueError(f"replacement changed shape {tuple(acts_BSD.shape)} -> {tuple(new_BSD.shape)}")
+            return _with_hidden(out, new_BSD.to(acts_BSD.dtype))
+
+        handle = self.decoder_layers()[layer].register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def generate(self, inputs: dict, **kwargs) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model.generate(**self._to_device(inputs), **kwargs)

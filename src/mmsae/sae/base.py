@@ -1,0 +1,209 @@
+"""The interface every SAE kind shares, and the parts they have in common."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from mmsae.sae.codes import Codes
+from mmsae.sae.config import SAEConfig, SAEConfigError
+from mmsae.sae.kernels import sparse_decode
+
+# Sums a tensor over data-parallel ranks; the identity in one process.
+Reduce = Callable[[Tensor], Tensor]
+
+
+def no_reduce(t: Tensor) -> Tensor:
+    return t
+
+
+@dataclass
+class SAEOutput:
+    """What `forward` returns. `loss` is already weighted: recon + aux_weight·aux + sparsity."""
+
+    xhat_BD: Tensor
+    codes: Codes
+    recon_loss: Tensor
+    aux_loss: Tensor
+    sparsity_loss: Tensor
+    fvu: Tensor
+    aux_weight: float = 0.0
+
+    @property
+    def loss(self) -> Tensor:
+        return self.recon_loss + self.aux_weight * self.aux_loss + self.sparsity_loss
+
+
+_REGISTRY: dict[str, type[SAE]] = {}
+
+
+def register(kind: str):
+    def wrap(cls: type[SAE]) -> type[SAE]:
+        cls.kind = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return wrap
+
+
+class SAE(nn.Module):
+    """Weights: W_enc [F, D], b_enc [F], W_dec [F, D], b_dec [D] (rows are latents, as in sparsify).
+
+    Subclasses implement `encode` and `forward`; decoding, the decoder-norm constraint, folding and
+    I/O are shared. Build one with `SAE.from_config(cfg)` or `SAE.from_pretrained(path)`.
+    """
+
+    kind: ClassVar[str] = ""
+    # Kinds whose decoder rows are held at unit norm during training (TopK family).
+    unit_norm_decoder: ClassVar[bool] = False
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        if cfg.kind != self.kind:
+            raise SAEConfigError(f"{type(self).__name__} cannot be built from a {cfg.kind!r} config")
+        self.cfg = cfg
+        F_, D = cfg.n_latents, cfg.d_in
+        dtype = getattr(torch, cfg.dtype)
+        self.W_enc = nn.Parameter(torch.empty(F_, D, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.zeros(F_, dtype=dtype))
+        self.W_dec = nn.Parameter(torch.empty(F_, D, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(D, dtype=dtype))
+        self.reset_parameters()
+
+    # -- construction -------------------------------------------------------------------------
+    @staticmethod
+    def from_config(cfg: SAEConfig) -> SAE:
+        import mmsae.sae  # noqa: F401  (registers every kind)
+
+        if cfg.kind not in _REGISTRY:
+            raise SAEConfigError(f"no SAE kind {cfg.kind!r} is registered")
+        return _REGISTRY[cfg.kind](cfg)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """W_dec rows uniform on the sphere; W_enc = W_dec (i.e. the encoder is the decoder's transpose)."""
+        W = torch.randn(self.W_dec.shape, generator=generator, dtype=torch.float32)
+        W /= W.norm(dim=1, keepdim=True)
+        self.W_dec.copy_(W)
+        self.W_enc.copy_(W)
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+
+    @torch.no_grad()
+    def init_b_dec(self, acts_BD: Tensor, reduce_gather: Callable[[Tensor], Tensor] | None = None) -> None:
+        """b_dec ← geometric median of a first batch (gathered over ranks when `reduce_gather` is set)."""
+        pts = acts_BD if reduce_gather is None else reduce_gather(acts_BD)
+        self.b_dec.copy_(geometric_median(pts.to(torch.float64)).to(self.b_dec.dtype))
+
+    # -- the interface --------------------------------------------------------------------------
+    def sae_input(self, x_BD: Tensor) -> Tensor:
+        x_BD = x_BD.to(self.W_enc.dtype)
+        if self.cfg.d_in != x_BD.shape[-1]:
+            raise SAEConfigError(f"input width {x_BD.shape[-1]} does not match the SAE's d_in {self.cfg.d_in}")
+        return x_BD - self.b_dec if self.cfg.apply_b_dec_to_input else x_BD
+
+    def encode(self, x_BD: Tensor) -> Codes:
+        raise NotImplementedError
+
+    def decode(self, codes: Codes) -> Tensor:
+        if codes.indices is not None:
+            return sparse_decode(codes.values, codes.indices, self.W_dec) + self.b_dec
+        return codes.values.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
+
+    def forward(self, x_BD: Tensor, dead_mask_F: Tensor | None = None, reduce: Reduce | None = None) -> SAEOutput:
+        raise NotImplementedError
+
+    # -- helpers for losses -----------------------------------------------------------------------
+    @staticmethod
+    def _fvu(x_BD: Tensor, xhat_BD: Tensor, reduce: Reduce) -> tuple[Tensor, Tensor]:
+        """(local squared error / pooled centred variance, the same detached). Centring uses the
+        mean over every rank's rows so that data parallelism reproduces one-process numbers."""
+        x64 = x_BD.detach().to(torch.float64)
+        n = reduce(torch.tensor(float(x_BD.shape[0]), dtype=torch.float64, device=x_BD.device))
+        mean_D = reduce(x64.sum(0)) / n
+        variance = reduce(((x64 - mean_D) ** 2).sum()).clamp_min(1e-12)
+        sse = (xhat_BD - x_BD).pow(2).sum()
+        fvu = sse / variance.to(sse.dtype)
+        return fvu, fvu.detach()
+
+    # -- training constraints ----------------------------------------------------------------------
+    @torch.no_grad()
+    def set_decoder_norm_to_unit_norm(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(torch.finfo(self.W_dec.dtype).eps)
+
+    @torch.no_grad()
+    def remove_gradient_parallel_to_decoder_directions(self) -> None:
+        """Project each row's gradient onto the row's tangent space, so the step cannot grow the norm."""
+        if self.W_dec.grad is None:
+            return
+        parallel_F = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
+        self.W_dec.grad -= parallel_F * self.W_dec
+
+    def after_optimizer_step(self) -> None:
+        if self.unit_norm_decoder:
+            self.set_decoder_norm_to_unit_norm()
+
+    # -- normalisation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def folded(self, norm_scale: float) -> SAE:
+        """A copy acting on raw activations x of this SAE trained on s·x (s = `norm_scale`).
+
+        pre(s·x) = W_enc(s·x − b_dec) + b_enc = (s·W_enc)(x − b_dec/s) + b_enc, and x̂ = (W_dec z + b_dec)/s:
+        codes are unchanged, so thresholds and k stay valid.
+        """
+        cfg = replace(self.cfg, norm_scale=float(norm_scale) * self.cfg.norm_scale, folded=True, extra=dict(self.cfg.extra))
+        out = SAE.from_config(cfg)
+        out.load_state_dict(self.state_dict())
+        out.W_enc.mul_(norm_scale)
+        out.W_dec.div_(norm_scale)
+        out.b_dec.div_(norm_scale)
+        return out
+
+    # -- I/O (implemented in mmsae.sae.formats) ---------------------------------------------------
+    @staticmethod
+    def from_pretrained(path: str | Path, hookpoint: str | None = None, device: str | torch.device = "cpu") -> SAE:
+        from mmsae.sae.formats import load_any
+
+        return load_any(Path(path), hookpoint=hookpoint).to(device)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        from mmsae.sae.formats import save_mmsae
+
+        return save_mmsae(self, Path(path))
+
+    def export_saelens(self, path: str | Path) -> Path:
+        from mmsae.sae.formats import save_saelens
+
+        return save_saelens(self, Path(path))
+
+    def export_sparsify(self, path: str | Path) -> Path:
+        from mmsae.sae.formats import save_sparsify
+
+        return save_sparsify(self, Path(path))
+
+
+@torch.no_grad()
+def geometric_median(points_ND: Tensor, max_iter: int = 100, tol: float = 1e-7) -> Tensor:
+    """Weiszfeld's algorithm; starts at the mean and stops when the point moves < tol·scale."""
+    median_D = points_ND.mean(0)
+    scale = points_ND.norm(dim=1).mean().clamp_min(1e-12)
+    for _ in range(max_iter):
+        dist_N = (points_ND - median_D).norm(dim=1).clamp_min(1e-12 * float(scale))
+        w_N = 1.0 / dist_N
+        new_D = (w_N[:, None] * points_ND).sum(0) / w_N.sum()
+        moved = (new_D - median_D).norm()
+        median_D = new_D
+        if moved < tol * scale:
+            break
+    return median_D
+
+
+def default_lr(n_latents: int) -> float:
+    """OpenAI's scaling: 2e-4 at 2^14 latents, ∝ 1/√F."""
+    return 2e-4 / math.sqrt(n_latents / 2**14)
+

@@ -1,0 +1,85 @@
+"""Atomic file writes, shard file naming and model fingerprints."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+SHARD_DIR = "shards"
+MANIFEST = "manifest.json"
+REJECTS = "rejects.jsonl"
+HARVEST_CONFIG = "harvest.json"
+FORMAT = "mmsae-store/1"
+
+
+def shard_stem(k: int) -> str:
+    return f"{SHARD_DIR}/shard-{k:06d}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to `path`; on success fsync it and os.replace it into place, so a
+    reader (or a resumed run after kill -9) sees either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def clean_temp_files(root: Path) -> None:
+    """Remove temp files a killed run left behind (their data is redone on resume)."""
+    for p in list(root.glob(".*.tmp-*")) + list((root / SHARD_DIR).glob(".*.tmp-*")):
+        p.unlink(missing_ok=True)
+
+
+def _safetensors_digest(path: Path, h) -> None:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        h.update(fh.read(n))  # names, dtypes, shapes, offsets
+        h.update(fh.read(1 << 20))  # first MiB of weights
+        fh.seek(max(8 + n, size - (1 << 20)))
+        h.update(fh.read())  # last MiB of weights
+
+
+def model_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 over config.json and each weight file's size, header and first/last MiB.
+
+    Not a full content hash (that would read 16 GB for an 8B model at every harvest), but it
+    changes with any retraining, re-seeding, dtype or shape change."""
+    path = Path(path)
+    h = hashlib.sha256()
+    for name in ("config.json",):
+        if (path / name).exists():
+            h.update((path / name).read_bytes())
+    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        h.update(f.name.encode())
+        h.update(str(f.stat().st_size).encode())
+        if f.suffix == ".safetensors":
+            _safetensors_digest(f, h)
+        else:
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()

@@ -1,0 +1,205 @@
+"""`harvest`: run a model over a data source and store the residual stream after one block."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .files import HARVEST_CONFIG, clean_temp_files, model_fingerprint, write_json
+from .manifest import finalize
+from .shard import DTYPES, SELECTIONS, ShardBuilder, read_meta, selected
+
+
+def default_model() -> str:
+    from mmsae.zoo import model_dir  # the zoo's subject model (trained separately)
+
+    return str(model_dir("subject"))
+
+
+@dataclass
+class HarvestConfig:
+    out: str
+    model: str = field(default_factory=default_model)
+    layer: int = 0
+    data: str = "world:n=1000,seed=0"
+    prompt: str | None = None  # None: the source's default ("<image>", or "{text}" for text data)
+    tokens: str = "all"  # all | image | text: which tokens become training rows
+    include_special: bool = False  # BOS/image-start/newline... rows (always in the token table)
+    dtype: str = "bfloat16"  # stored activation dtype: bfloat16 | float32 | float16
+    batch_size: int = 8
+    records_per_shard: int = 512
+    max_records: int | None = None
+    max_seq_len: int | None = None  # longer sequences are rejected, not truncated (images would be cut)
+    max_image_pixels: int = 64_000_000
+    device: str = "auto"  # auto: cuda:LOCAL_RANK when available, else cpu
+    model_dtype: str | None = None  # e.g. bfloat16 on GPU; None keeps the checkpoint's
+    progress: bool = True
+
+    def identity(self) -> dict:
+        """What must match for a rerun to resume into the same store."""
+        keep = ("layer", "data", "prompt", "tokens", "include_special", "dtype", "batch_size",
+                "records_per_shard", "max_records", "max_seq_len", "max_image_pixels", "model_dtype")
+        return {k: v for k, v in asdict(self).items() if k in keep}
+
+
+def _dist() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        # gloo is enough: ranks exchange nothing but barriers; each writes its own shards.
+        torch.distributed.init_process_group("gloo")
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _check_model(cfg: HarvestConfig) -> None:
+    """Fail on a missing model, unknown family or bad layer before loading any weights."""
+    from transformers import AutoConfig
+
+    from mmsae.models.base import AdapterError
+    from mmsae.models.registry import adapter_class
+
+    path = Path(cfg.model)
+    if not (path / "config.json").is_file():
+        raise AdapterError(f"model {path} is not a model directory (no config.json)")
+    config = AutoConfig.from_pretrained(path)
+    adapter_class(config.model_type)
+    text = config.get_text_config()
+    n = getattr(text, "num_hidden_layers", None)
+    if n is not None and not 0 <= cfg.layer < n:
+        raise AdapterError(f"layer {cfg.layer} is out of range: the model has {n} decoder blocks (0..{n - 1})")
+    if cfg.tokens not in SELECTIONS:
+        raise ValueError(f"tokens must be one of {SELECTIONS}")
+    if cfg.dtype not in DTYPES or (cfg.model_dtype is not None and cfg.model_dtype not in DTYPES):
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}")
+    if cfg.batch_size < 1 or cfg.records_per_shard < 1:
+        raise ValueError("batch_size and records_per_shard must be >= 1")
+
+
+def _check_resume(root: Path, identity: dict, rank: int) -> None:
+    path = root / HARVEST_CONFIG
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != identity:
+            diff = {k: (before.get(k), identity.get(k)) for k in set(before) | set(identity)
+                    if before.get(k) != identity.get(k)}
+            raise ValueError(f"{root} holds a store made with other settings {diff}; use a new --out")
+    elif rank == 0:
+        write_json(path, identity)
+
+
+def harvest(cfg: HarvestConfig) -> dict | None:
+    """Harvest into cfg.out; resumes a killed run. Returns the manifest (on rank 0)."""
+    from mmsae.data import open_source
+    from mmsae.models import load_adapter
+
+    _check_model(cfg)
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    rank, world = _dist()
+    identity = {**cfg.identity(), "model_fingerprint": model_fingerprint(cfg.model)}
+    _check_resume(root, identity, rank)
+    if rank == 0:
+        clean_temp_files(root)  # before the barrier: no other rank has started writing yet
+    _barrier()
+    source = open_source(cfg.data, prompt=cfg.prompt, max_pixels=cfg.max_image_pixels)
+    n_records = len(source) if cfg.max_records is None else min(len(source), cfg.max_records)
+    R = cfg.records_per_shard
+    n_shards = (n_records + R - 1) // R
+    todo = [k for k in range(rank, n_shards, world) if read_meta(root, k) is None]
+    if todo:
+        device = cfg.device
+        if device == "auto":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        dtype = DTYPES[cfg.model_dtype] if cfg.model_dtype else None
+        adapter = load_adapter(cfg.model, dtype=dtype, device=device)
+        adapter.check_layer(cfg.layer)
+        _run(cfg, adapter, source, root, todo, n_records, rank)
+    _barrier()
+    if rank != 0:
+        return None
+    return finalize(root, cfg, identity, source, n_shards, n_records, world,
+                    command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+
+
+def _run(cfg, adapter, source, root: Path, todo: list[int], n_records: int, rank: int) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    R = cfg.records_per_shard
+    columns = [TextColumn("harvest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[tps]} tok/s")]
+    with Progress(*columns, disable=not cfg.progress or rank != 0, transient=False) as bar:
+        task = bar.add_task("records", total=sum(min(R, n_records - k * R) for k in todo), tps="-")
+        for k in todo:
+            shard = ShardBuilder(k, (k * R, min((k + 1) * R, n_records)), adapter.d_model)
+            batch: list = []
+            for i in range(*shard.records):
+                rec = _load(source, i, shard)
+                if rec is not None:
+                    batch.append((i, rec))
+                if len(batch) == cfg.batch_size or (i == shard.records[1] - 1 and batch):
+                    t0 = _now()
+                    n_tok = _flush(cfg, adapter, batch, shard)
+                    bar.update(task, tps=f"{n_tok / max(_now() - t0, 1e-9):,.0f}")
+                    batch = []
+                bar.advance(task)
+            shard.write(root, DTYPES[cfg.dtype])
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _load(source, i: int, shard: ShardBuilder):
+    from mmsae.data import Reject
+
+    try:
+        return source.record(i)
+    except Reject as r:
+        shard.reject(i, r.id, r.reason)
+    except Exception as e:  # a source bug must not kill a long harvest; the reason says what
+        shard.reject(i, f"#{i}", f"{type(e).__name__}: {e}")
+    return None
+
+
+def _flush(cfg, adapter, batch: list, shard: ShardBuilder) -> int:
+    """Encode and capture one batch; a sample the processor chokes on is isolated and rejected."""
+    from mmsae.models import Sample
+
+    samples = [Sample(rec.images, rec.text) for _, rec in batch]
+    try:
+        enc = adapter.encode(samples)
+    except Exception:
+        if len(batch) == 1:
+            i, rec = batch[0]
+            shard.reject(i, rec.id, f"encode failed: {sys.exc_info()[0].__name__}: {sys.exc_info()[1]}")
+            return 0
+        return sum(_flush(cfg, adapter, [b], shard) for b in batch)
+    acts_BSD = adapter.capture(enc.inputs, cfg.layer)
+    mask_BS = enc.inputs.get("attention_mask")
+    n_tok = 0
+    for b, (i, rec) in enumerate(batch):
+        table = enc.tables[b]
+        real_S = np.ones(len(table), bool) if mask_BS is None else mask_BS[b].numpy().astype(bool)
+        real = np.flatnonzero(real_S)  # drop batch padding: it depends on the batch, not the sample
+        if cfg.max_seq_len is not None and len(real) > cfg.max_seq_len:
+            shard.reject(i, rec.id, f"sequence of {len(real)} tokens > max_seq_len {cfg.max_seq_len}")
+            continue
+        table = table.take(real)
+        keep_S = selected(table.modality, cfg.tokens, cfg.include_special)
+        shard.add(i, rec.id, table, acts_BSD[b, torch.as_tensor(real)], keep_S, DTYPES[cfg.dtype])
+        n_tok += len(real)
+    return n_tok

@@ -1,0 +1,108 @@
+"""The trainer in one process: it learns, folds the normalisation, handles bad input clearly."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmsae.sae import SAE, SAEConfigError
+from mmsae.train import TensorBatches, TrainConfig, Trainer, TrainingError, train
+from mmsae.train.state import DeadLatentTracker, load_checkpoint, lr_lambda
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_script import synthetic_acts  # noqa: E402
+
+
+def _cfg(**kw):
+    base = dict(kind="topk", n_latents=64, k=4, steps=60, lr=3e-3, warmup_steps=5, log_every=5, checkpoint_every=20, dead_tokens=500)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_topk_learns_and_saves_a_folded_sae(tmp_path):
+    acts = 7.0 * synthetic_acts()
+    sae = train(_cfg(), TensorBatches(acts, 64), tmp_path)
+    hist = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert hist[-1]["fvu"] < 0.5 * hist[0]["fvu"]
+    assert hist[-1]["tokens"] == 60 * 64 and all(h["l0"] <= 4 for h in hist)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loaded = SAE.from_pretrained(tmp_path / "sae")
+    expected_scale = math.sqrt(16) / float(acts.norm(dim=1).mean())
+    assert loaded.cfg.norm_scale == pytest.approx(expected_scale, rel=0.15) and loaded.cfg.folded
+    # The saved weights act on raw activations: their FVU on raw data matches the training FVU.
+    with torch.no_grad():
+        out = loaded(acts[:512])
+    assert float(out.fvu) < 1.5 * hist[-1]["fvu"] + 0.02
+    torch.testing.assert_close(loaded.W_dec.norm(dim=1), torch.full((64,), 1 / loaded.cfg.norm_scale), rtol=1e-4, atol=0)
+    assert sae.cfg == loaded.cfg
+
+
+@pytest.mark.parametrize("kind,extra", [("relu", dict(l1_coefficient=0.05)), ("jumprelu", dict(l1_coefficient=0.01, jumprelu_init_threshold=0.1, jumprelu_bandwidth=0.05)), ("batchtopk", {})])
+def test_other_kinds_train(tmp_path, kind, extra):
+    train(_cfg(kind=kind, **extra), TensorBatches(synthetic_acts(), 64), tmp_path)
+    hist = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert hist[-1]["fvu"] < 0.6 * hist[0]["fvu"]
+    assert SAE.from_pretrained(tmp_path / "sae").cfg.kind == kind
+
+
+class _Poisoned(TensorBatches):
+    def __init__(self, *a, bad=(), **k):
+        super().__init__(*a, **k)
+        self.bad = set(bad)
+        self.seen = 0
+
+    def __iter__(self):
+        for b in super().__iter__():
+            self.seen += 1
+            if self.seen in self.bad:
+                b = b.clone()
+                b[0, 0] = float("nan") if self.seen % 2 else float("inf")
+            yield b
+
+
+def test_non_finite_batches_are_counted_skipped_then_abort(tmp_path):
+    acts = synthetic_acts()
+    train(_cfg(steps=10, max_bad_batches=3), _Poisoned(acts, 64, bad=(1, 4, 5)), tmp_path / "ok")
+    ckpt = load_checkpoint(tmp_path / "ok")
+    assert ckpt["bad_batches"] == 3 and ckpt["step"] == 10
+
+    out = tmp_path / "abort"
+    with pytest.raises(TrainingError, match="NaN/Inf"):
+        train(_cfg(steps=40, max_bad_batches=2), _Poisoned(acts, 64, bad=(25, 26, 27)), out)
+    assert load_checkpoint(out)["step"] == 20  # the checkpoint before the abort is intact
+
+
+def test_width_mismatch_and_bad_k_are_clear(tmp_path):
+    class Mixed(TensorBatches):
+        def __iter__(self):
+            for i, b in enumerate(super().__iter__()):
+                yield b if i < 3 else b[:, :8]
+
+    with pytest.raises(TrainingError, match="width 8 does not match"):
+        train(_cfg(), Mixed(synthetic_acts(), 64), tmp_path / "w")
+    with pytest.raises(SAEConfigError, match="k = 64 must be smaller"):
+        train(_cfg(k=64), TensorBatches(synthetic_acts(), 64), tmp_path / "k")
+
+
+def test_resume_refuses_a_different_run_and_continues_the_same(tmp_path):
+    acts = synthetic_acts()
+    train(_cfg(steps=20), TensorBatches(acts, 64), tmp_path)
+    with pytest.raises(TrainingError, match="different run"):
+        train(_cfg(steps=40, n_latents=32), TensorBatches(acts, 64), tmp_path)
+    t = Trainer(_cfg(steps=30), TensorBatches(acts, 64), tmp_path)
+    t.fit()
+    assert t.step == 30 and t.tokens == 30 * 64
+
+
+def test_schedule_and_dead_tracker():
+    f = lr_lambda(100, 10, 0.2)
+    assert f(0) == pytest.approx(0.1) and f(9) == 1.0 and f(50) == 1.0
+    assert f(80) == pytest.approx(1.0) and f(90) == pytest.approx(0.5) and f(99) == pytest.approx(0.05)
+    tr = DeadLatentTracker(4, threshold=100)
+    tr.update(torch.tensor([1, 0, 0, 0]), 60)
+    tr.update(torch.tensor([0, 1, 0, 0]), 60)
+    assert tr.tokens_since_fired_F.tolist() == [60, 0, 120, 120]
+    assert tr.dead_mask().tolist() == [False, False, True, True] and tr.dead_fraction() == 0.5

@@ -1,0 +1,56 @@
+"""kill -9 in the middle of training, restart the same command: the final weights equal an
+uninterrupted run's, bit for bit (CPU, one thread)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+SCRIPT = Path(__file__).with_name("train_script.py")
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
+
+
+def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), str(out), *extra], env=ENV, capture_output=True, text=True, timeout=240)
+
+
+def _checkpoint_step(out: Path) -> int:
+    path = out / "checkpoint.pt"
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    ref = _run(tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(out), "--sleep", "0.05"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    try:
+        while _checkpoint_step(out) < 10:
+            assert proc.poll() is None, "run ended before it could be killed"
+            assert time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = _checkpoint_step(out)
+    assert 10 <= killed_at < 40 and not (out / "sae").exists()
+
+    resumed = _run(out)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_file(str(tmp_path / "ref" / "sae" / "sae.safetensors"))
+    b = load_file(str(out / "sae" / "sae.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert (out / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
