@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-IMPLS = ("mmsae", "sparsify", "saelens")
+IMPLS = ("mmsae", "mmsae_bf16select", "sparsify", "saelens")
 
 
 def make_acts(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -58,12 +58,13 @@ def gemm_gflops(b: int, d: int, f: int, dtype: torch.dtype, reps: int = 5) -> fl
 
 
 # -- one implementation per function: returns (step_fn, reconstruct_fn) -------------------------
-def setup_mmsae(args, first):
+def setup_mmsae(args, first, selection_dtype=None):
+    """mmsae's real training step (Trainer._train_step: AuxK, dead-latent clock, clipping, Adam)."""
     from mmsae.train import TensorBatches, TrainConfig, Trainer
 
     cfg = TrainConfig(kind="topk", n_latents=args.latents, k=args.k, steps=args.steps + args.warmup_steps, lr=args.lr,
                       warmup_steps=1, decay_fraction=0.0, normalize=False, checkpoint_every=10**9, log_every=10**9,
-                      dead_tokens=args.dead_tokens)
+                      dead_tokens=args.dead_tokens, auxk_alpha=args.auxk_alpha, selection_dtype=selection_dtype)
     trainer = Trainer(cfg, TensorBatches(first, first.shape[0]), tempfile.mkdtemp(prefix="mmsae-bench-"))
     trainer._initialise(first)
 
@@ -141,7 +142,10 @@ def run_one(args) -> dict:
     torch.manual_seed(0)
     acts = make_acts(args.batch * (args.steps + args.warmup_steps + 1), args.d_in)
     held_out = acts[-args.batch :]
-    step, recon = {"mmsae": setup_mmsae, "sparsify": setup_sparsify, "saelens": setup_saelens}[args.only](args, acts[: args.batch])
+    setups = {"mmsae": setup_mmsae, "sparsify": setup_sparsify, "saelens": setup_saelens,
+              # fp32 everywhere except the dense selection product, which runs in bf16 (AMX)
+              "mmsae_bf16select": lambda a, f: setup_mmsae(a, f, selection_dtype="bfloat16")}
+    step, recon = setups[args.only](args, acts[: args.batch])
     t0 = None
     for i in range(args.steps + args.warmup_steps):
         if i == args.warmup_steps:

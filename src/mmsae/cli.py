@@ -28,3 +28,14 @@ def demo(out: Path = typer.Option(Path("demo-out"), help="report directory")) ->
     except FileNotFoundError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+
+
+from mmsae.store.cli import harvest_command  # noqa: E402
+app.command("harvest")(harvest_command)
+from mmsae.train.cli import train_command  # noqa: E402
+from mmsae.evals.cli import eval_sae_command  # noqa: E402
+from mmsae.explain.cli import serve_explainer_command  # noqa: E402
+
+app.command("train")(train_command)
+app.command("eval-sae")(eval_sae_command)
+app.command("serve-explainer")(serve_explainer_command)

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmsae.data import (HFDiskSource, ImageFolderSource, JsonlSource, ParquetSource, Reject, WorldSource,
-                        load_image, open_source)
+from mmsae.data import (
+    HFDiskSource,
+    ImageFolderSource,
+    JsonlSource,
+    ParquetSource,
+    Reject,
+    WorldSource,
+    load_image,
+    open_source,
+)
 
 
 def _png(path, arr):
@@ -140,6 +148,10 @@ def test_world_source_and_specs(tmp_path):
     assert isinstance(src, WorldSource) and len(src) == 5
     r = src.record(3)
     assert r.id == "world-2-3" and r.text == "<image>" and r.images[0].size == (64, 64)
+    captioned = open_source("world:n=5,seed=2", prompt="<image> {caption}").record(3)
+    from mmsae.world.text import caption
+
+    assert captioned.text == "<image> " + caption(src.world[3]) and len(captioned.text) > 10
     again = open_source("world:n=5,seed=2").record(3)
     assert np.array_equal(np.asarray(r.images[0]), np.asarray(again.images[0]))
     for bad in ("world:seed=1", "world:n=3,colour=red"):

@@ -82,7 +82,7 @@ def test_evaluate_sae_caps_tokens_drops_nonfinite_rows_and_formats():
     report = evaluate_sae(sae, [(x[:60], mod[:60]), (x[60:], mod[60:])], max_tokens=80)
     m = report["metrics"]
     assert m["all"]["n_tokens"] == 79 and m["text"]["n_tokens"] == 49 and m["image"]["n_tokens"] == 30
-    assert m["all"]["l0"] <= 3
+    assert m["all"]["l0"] <= 3 and report["nonfinite_rows_dropped"] == 1
     table = format_table(report)
     assert "image" in table and "fvu" in table
     with pytest.raises(ValueError, match="width 4 does not match"):

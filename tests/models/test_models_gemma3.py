@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import marker_image, unnormalize
+from geometry_checks import marker_image, unnormalize
 
 from mmsae.models import IMAGE, SPECIAL, Sample
 

@@ -1,9 +1,11 @@
-"""Idefics3: image splitting into tiles + a global view, pixel-shuffled tokens, row/col tags."""
+"""Idefics3 and SmolVLM: image splitting into tiles + a global view, pixel-shuffled tokens, row/col
+tags. The SmolVLM checkpoint names SmolVLMProcessor (num2words + torchvision): the adapter builds an
+equivalent Idefics3Processor from its saved parts."""
 
 import numpy as np
 import pytest
 import torch
-from conftest import marker_image, unnormalize
+from geometry_checks import marker_image, unnormalize
 
 from mmsae.models import IMAGE, SPECIAL, Sample
 
@@ -25,8 +27,9 @@ def _idefics_patch(adapter, enc, table):
 
 @pytest.mark.parametrize("size,marker", [((90, 50), (40, 0, 90, 50)), ((50, 120), (0, 20, 50, 90)),
                                          ((20, 20), (0, 0, 20, 12)), ((300, 200), (0, 0, 200, 200))])
-def test_idefics_marker_lands_on_tile_and_global_tokens(adapter_of, marker_check, size, marker):
-    a = adapter_of("idefics3")
+@pytest.mark.parametrize("family", ["idefics3", "smolvlm"])
+def test_idefics_marker_lands_on_tile_and_global_tokens(adapter_of, marker_check, size, marker, family):
+    a = adapter_of(family)
     enc = a.encode([Sample([marker_image(*size, marker)], "describe the image")])
     table = enc.tables[0]
     marker_check(table, _idefics_patch(a, enc, table), marker, image_size=size)
@@ -68,3 +71,9 @@ def test_idefics_token_order_matches_the_models_pixel_shuffle(adapter_of):
     for k in range(len(shuffled)):
         assert set((shuffled[k, :, 0] // s).tolist()) == {toks.patch_row[k]}
         assert set((shuffled[k, :, 1] // s).tolist()) == {toks.patch_col[k]}
+
+
+def test_smolvlm_processor_rebuilt_from_parts(adapter_of):
+    a = adapter_of("smolvlm")
+    assert a.family == "idefics3" and a.model.config.model_type == "smolvlm"
+    assert type(a.processor.image_processor).__name__ == "SmolVLMImageProcessorPil"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import marker_image, unnormalize
+from geometry_checks import marker_image, unnormalize
 
 from mmsae.models import IMAGE, SPECIAL, Sample
 

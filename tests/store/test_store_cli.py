@@ -74,3 +74,44 @@ def test_model_without_adapter_fails_early(tmp_path):
                                       "--out", str(tmp_path / "never")])
     assert res.exit_code == 2 and "no adapter" in res.output
     assert not (tmp_path / "never").exists()
+
+
+def test_harvest_jsonl_conversations_with_text_rows_and_rejects(llava_dir, tmp_path):
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "r.png")
+    lines = [
+        json.dumps({"id": "a", "image": "r.png", "conversations": [
+            {"from": "human", "value": "<image>\nwhat colour"}, {"from": "gpt", "value": "red"}]}),
+        "{broken",
+        json.dumps({"id": "b", "conversations": [{"from": "human", "value": "what shape is the star"}]}),
+        json.dumps({"id": "c", "image": "r.png", "conversations": [
+            {"from": "human", "value": "<image> <image> two placeholders, one image"}]}),
+        json.dumps({"id": "d", "image": "r.png", "conversations": [
+            {"from": "human", "value": "<image> " + "red " * 40}]}),
+    ]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "store"
+    res = CliRunner().invoke(_app(), ["harvest", "--model", str(llava_dir), "--layer", "0", "--data",
+                                      str(tmp_path / "d.jsonl"), "--out", str(out), "--tokens", "text",
+                                      "--max-seq-len", "40", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    reasons = {r["id"]: r["reason"] for r in map(json.loads, (out / "rejects.jsonl").read_text().splitlines())}
+    assert set(reasons) == {"d.jsonl:1", "c", "d"}
+    assert "malformed JSON" in reasons["d.jsonl:1"] and "placeholders" in reasons["c"]
+    assert "max_seq_len" in reasons["d"]
+    assert m["n_samples"] == 2 and m["counts"]["rows"] == {"text": 3 + 5, "image": 0, "special": 0}
+    assert m["counts"]["tokens"]["image"] == 16
+
+
+def test_harvest_is_registered_on_the_mmsae_app():
+    from mmsae.cli import app
+
+    res = CliRunner().invoke(app, ["harvest", "--help"])
+    assert res.exit_code == 0 and "--layer" in res.output and "--data" in res.output
+
+
+def test_missing_data_fails_before_any_work(llava_dir, tmp_path):
+    res = CliRunner().invoke(_app(), ["harvest", "--model", str(llava_dir), "--layer", "0", "--data",
+                                      str(tmp_path / "nowhere"), "--out", str(tmp_path / "never")])
+    assert res.exit_code == 2 and "does not exist" in " ".join(res.output.split())
+    assert not (tmp_path / "never").exists()

@@ -99,3 +99,17 @@ def test_rerun_with_other_settings_is_refused(store, llava_dir):
     cfg = HarvestConfig(out=str(out), model=str(llava_dir), layer=1, data="world:n=7,seed=3", progress=False)
     with pytest.raises(ValueError, match="other settings"):
         harvest(cfg)
+
+
+def test_rerun_on_changed_data_is_refused(llava_dir, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        Image.new("RGB", (20, 20), "red").save(tmp_path / "imgs" / f"{i}.png")
+    cfg = HarvestConfig(out=str(tmp_path / "s"), model=str(llava_dir), layer=0, data=str(tmp_path / "imgs"),
+                        progress=False)
+    harvest(cfg)
+    Image.new("RGB", (20, 20), "blue").save(tmp_path / "imgs" / "2.png")
+    with pytest.raises(ValueError, match="other settings"):
+        harvest(cfg)

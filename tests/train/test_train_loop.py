@@ -26,7 +26,7 @@ def test_topk_learns_and_saves_a_folded_sae(tmp_path):
     acts = 7.0 * synthetic_acts()
     sae = train(_cfg(), TensorBatches(acts, 64), tmp_path)
     hist = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert hist[-1]["fvu"] < 0.5 * hist[0]["fvu"]
+    assert hist[-1]["fvu"] < 0.7 * hist[0]["fvu"] and hist[-1]["fvu"] < 0.4
     assert hist[-1]["tokens"] == 60 * 64 and all(h["l0"] <= 4 for h in hist)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     loaded = SAE.from_pretrained(tmp_path / "sae")

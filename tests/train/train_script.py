@@ -33,7 +33,7 @@ class SlowBatches(TensorBatches):
 
 def config(steps: int) -> TrainConfig:
     return TrainConfig(kind="topk", n_latents=64, k=4, steps=steps, lr=2e-3, warmup_steps=5, checkpoint_every=5,
-                       log_every=5, dead_tokens=500, seed=3)
+                       log_every=5, dead_tokens=500, seed=3, plots=False)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,17 @@ from .sources import ImageFolderSource, JsonlSource, Record, Source, WorldSource
 from .tabular import HFDiskSource, ParquetSource
 
 __all__ = [
-    "Source", "Record", "Reject", "load_image", "open_source", "ImageFolderSource", "JsonlSource",
-    "WorldSource", "HFDiskSource", "ParquetSource", "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_PIXELS",
+    "HFDiskSource",
+    "ImageFolderSource",
+    "JsonlSource",
+    "ParquetSource",
+    "Record",
+    "Reject",
+    "Source",
+    "WorldSource",
+    "load_image",
+    "open_source",
 ]
 
 

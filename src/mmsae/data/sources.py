@@ -28,9 +28,9 @@ class Record:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _fill(template: str, text: str, sample_id: str) -> str:
+def _fill(template: str, text: str, sample_id: str, **fields: str) -> str:
     try:
-        return template.format(text=text)
+        return template.format(text=text, **fields)
     except (KeyError, IndexError, ValueError) as e:
         raise Reject(sample_id, f"prompt template {template!r} cannot be filled: {e}") from None
 
@@ -134,7 +134,10 @@ class JsonlSource(Source):
 
 
 class WorldSource(Source):
-    """The synthetic world: scene i of World(WorldConfig(seed, image_size)), id 'world-<seed>-<i>'."""
+    """The synthetic world: scene i of World(WorldConfig(seed, image_size)), id 'world-<seed>-<i>'.
+
+    The prompt defaults to "<image>" (the paper caches with the image alone); "{caption}" in it is
+    replaced by the scene's caption from mmsae.world.text."""
 
     name = "world"
 
@@ -152,7 +155,12 @@ class WorldSource(Source):
     def record(self, i: int) -> Record:
         scene = self.world[i]
         sid = f"world-{self.seed}-{i}"
-        return Record(sid, [scene.pil], _fill(self.prompt, "", sid), meta={"index": scene.index})
+        fields = {}
+        if "{caption}" in self.prompt:  # e.g. "<image> {caption}": the scene's own caption
+            from mmsae.world.text import caption
+
+            fields["caption"] = caption(scene)
+        return Record(sid, [scene.pil], _fill(self.prompt, "", sid, **fields), meta={"index": scene.index})
 
     def describe(self) -> dict:
         return {**super().describe(), "seed": self.seed, "image_size": self.world.config.image_size}

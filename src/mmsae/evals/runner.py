@@ -17,7 +17,7 @@ def evaluate_sae(sae: SAE, batches: Iterable[Any], max_tokens: int | None = None
     """`batches` yields acts_BD or (acts_BD, modality_B); returns {split: metrics} plus provenance."""
     sae = sae.to(device).eval()
     acc = ReconstructionMetrics(sae.cfg.n_latents)
-    seen = 0
+    seen = dropped = 0
     for item in batches:
         acts_BD, modality = item if isinstance(item, tuple) else (item, None)
         if max_tokens is not None and seen >= max_tokens:
@@ -30,13 +30,14 @@ def evaluate_sae(sae: SAE, batches: Iterable[Any], max_tokens: int | None = None
         x = acts_BD.to(device, torch.float32)
         finite = torch.isfinite(x).all(dim=1)
         if not bool(finite.all()):
+            dropped += int((~finite).sum())
             x = x[finite]
             modality = None if modality is None else np.asarray(modality)[finite.cpu().numpy()]
         codes = sae.encode(x)
         acc.update(x, sae.decode(codes), codes, modality)
         seen += acts_BD.shape[0]
     return {"sae": {"kind": sae.cfg.kind, "d_in": sae.cfg.d_in, "n_latents": sae.cfg.n_latents, "k": sae.cfg.k},
-            "metrics": acc.compute(), "definitions": "FVU mean-centred per split over the eval set; special tokens excluded"}
+            "metrics": acc.compute(), "nonfinite_rows_dropped": dropped, "definitions": "FVU mean-centred per split over the eval set; special tokens excluded"}
 
 
 def store_batches(root: str | Path, batch_size: int = 4096) -> Iterator[tuple[torch.Tensor, np.ndarray]]:

@@ -7,6 +7,12 @@
         adapter.generate(enc.inputs, max_new_tokens=8)
 
 `layer=L` is the output of decoder block L (0-indexed) = `hidden_states[L+1]` = paper "layer L+1".
+
+Families (config.model_type): llava (LLaVA-1.5, the zoo subject), llava_next, llava_onevision,
+qwen2_vl, qwen2_5_vl, idefics3, smolvlm, gemma3, chameleon. `mmsae.models.tiny` builds a tiny
+random model of each offline. Every encoded sequence gets a TokenTable: position, token id,
+modality (text / image / special), image index, tile, patch row/col and the pixel box in the
+original image.
 """
 
 from .base import IMAGE_PLACEHOLDER, Adapter, AdapterError, Encoded, Sample
@@ -14,6 +20,17 @@ from .registry import load_adapter, supported_model_types
 from .table import IMAGE, MODALITIES, SPECIAL, TEXT, ImageTokens, TokenTable
 
 __all__ = [
-    "Adapter", "AdapterError", "Encoded", "Sample", "IMAGE_PLACEHOLDER", "load_adapter", "supported_model_types",
-    "TokenTable", "ImageTokens", "MODALITIES", "TEXT", "IMAGE", "SPECIAL",
+    "IMAGE",
+    "IMAGE_PLACEHOLDER",
+    "MODALITIES",
+    "SPECIAL",
+    "TEXT",
+    "Adapter",
+    "AdapterError",
+    "Encoded",
+    "ImageTokens",
+    "Sample",
+    "TokenTable",
+    "load_adapter",
+    "supported_model_types",
 ]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .table import IMAGE, SPECIAL, TEXT, ImageTokens, TokenTable
+from .table import SPECIAL, TEXT, ImageTokens, TokenTable
 
 IMAGE_PLACEHOLDER = "<image>"  # family-neutral placeholder in prompts; adapters swap in their own
 

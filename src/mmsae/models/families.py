@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .registry import ADAPTERS
 
-_FAMILY_MODULES: list[str] = ["qwen", "idefics", "gemma3"]
+_FAMILY_MODULES: list[str] = ["qwen", "idefics", "gemma3", "onevision", "chameleon"]
 
 for _name in _FAMILY_MODULES:
     import importlib

@@ -36,7 +36,7 @@ class Gemma3Adapter(Adapter):
             raise AdapterError("gemma3: pan-and-scan crops are not mapped yet; set do_pan_and_scan=False")
         cfg = self.model.config
         side = int(cfg.vision_config.image_size)
-        per = int(round(cfg.mm_tokens_per_image ** 0.5))
+        per = round(cfg.mm_tokens_per_image ** 0.5)
         h, w = (int(ip.size["height"]), int(ip.size["width"])) if ip.do_resize else (image.height, image.width)
         if (h, w) != (side, side):
             raise AdapterError(f"gemma3: processor size {h}x{w} != vision tower size {side}")

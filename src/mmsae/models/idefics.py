@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 from PIL import Image
 
@@ -73,6 +74,25 @@ class Idefics3Adapter(Adapter):
 
     def decoder_layers(self):
         return self.model.model.text_model.layers
+
+    @staticmethod
+    def load_processor(path: Path):
+        from transformers import AutoConfig, AutoProcessor, AutoTokenizer, Idefics3Processor
+
+        try:
+            processor = AutoProcessor.from_pretrained(path)
+            if hasattr(processor, "image_processor"):
+                return processor
+        except (ImportError, ValueError, OSError, TypeError, AttributeError):
+            pass
+        # SmolVLMProcessor wants num2words and a video processor (torchvision); for images its
+        # prompt layout is Idefics3's, so build an Idefics3Processor from the saved parts.
+        from transformers import SmolVLMImageProcessorPil
+
+        cfg = AutoConfig.from_pretrained(path)
+        seq = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2 // cfg.scale_factor**2
+        return Idefics3Processor(image_processor=SmolVLMImageProcessorPil.from_pretrained(path),
+                                 tokenizer=AutoTokenizer.from_pretrained(path), image_seq_len=seq)
 
     def extra_special_ids(self) -> set[int]:
         tags = {tok for tok in self.tokenizer.get_added_vocab() if re.fullmatch(r"<row_\d+_col_\d+>", tok)}

@@ -34,7 +34,9 @@ class QwenVLAdapter(Adapter):
     @staticmethod
     def load_processor(path: Path):
         from transformers import AutoProcessor, AutoTokenizer
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            Qwen2VLImageProcessorPil,
+        )
 
         try:
             processor = AutoProcessor.from_pretrained(path)

@@ -14,7 +14,7 @@ ADAPTERS: list[type[Adapter]] = [LlavaAdapter, LlavaNextAdapter]
 
 
 def _register_optional() -> None:
-    # Families in their own modules; imported lazily so one broken family never blocks the rest.
+    # Families in their own modules register on first use, keeping `import mmsae.models` light.
     from . import families  # noqa: F401
 
 

@@ -23,7 +23,7 @@ class Affine:
     height: int
 
     @staticmethod
-    def resize(orig_w: int, orig_h: int, new_w: int, new_h: int, pad_x: float = 0, pad_y: float = 0) -> "Affine":
+    def resize(orig_w: int, orig_h: int, new_w: int, new_h: int, pad_x: float = 0, pad_y: float = 0) -> Affine:
         """The image was resized to (new_w, new_h) then pasted at (pad_x, pad_y) on a canvas (or,
         with negative pads, cropped starting at (-pad_x, -pad_y))."""
         sx, sy = orig_w / new_w, orig_h / new_h
@@ -59,22 +59,22 @@ class ImageTokens:
 
     @staticmethod
     def grid(affine: Affine, rows: int, cols: int, patch_h: float, patch_w: float, tile: int = 0,
-             u_off: float = 0, v_off: float = 0) -> "ImageTokens":
+             u_off: float = 0, v_off: float = 0) -> ImageTokens:
         r_N, c_N, box_N4 = affine.grid(rows, cols, patch_h, patch_w, u_off, v_off)
         n = rows * cols
         return ImageTokens(np.full(n, IMAGE, np.int8), np.full(n, tile, np.int32), r_N.astype(np.int32),
                            c_N.astype(np.int32), box_N4)
 
     @staticmethod
-    def special(n: int, tile: int = 0, row: int = -1) -> "ImageTokens":
+    def special(n: int, tile: int = 0, row: int = -1) -> ImageTokens:
         return ImageTokens(np.full(n, SPECIAL, np.int8), np.full(n, tile, np.int32), np.full(n, row, np.int32),
                            np.full(n, -1, np.int32), np.full((n, 4), np.nan))
 
     @staticmethod
-    def cat(parts: list["ImageTokens"]) -> "ImageTokens":
+    def cat(parts: list[ImageTokens]) -> ImageTokens:
         return ImageTokens(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ImageTokens)))
 
-    def take(self, idx_N: np.ndarray) -> "ImageTokens":
+    def take(self, idx_N: np.ndarray) -> ImageTokens:
         return ImageTokens(*(getattr(self, f.name)[idx_N] for f in fields(ImageTokens)))
 
 
@@ -93,15 +93,15 @@ class TokenTable:
     box: np.ndarray  # float64 [S, 4]
 
     @staticmethod
-    def empty(n: int) -> "TokenTable":
-        neg = lambda: np.full(n, -1, np.int32)  # noqa: E731
+    def empty(n: int) -> TokenTable:
+        neg = lambda: np.full(n, -1, np.int32)
         return TokenTable(np.zeros(n, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int8), neg(), neg(), neg(),
                           neg(), np.full((n, 4), np.nan))
 
     def __len__(self) -> int:
         return len(self.position)
 
-    def take(self, idx_N: np.ndarray) -> "TokenTable":
+    def take(self, idx_N: np.ndarray) -> TokenTable:
         return TokenTable(*(getattr(self, f.name)[idx_N] for f in fields(TokenTable)))
 
     def columns(self) -> dict[str, np.ndarray]:

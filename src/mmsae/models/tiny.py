@@ -11,11 +11,7 @@ from pathlib import Path
 
 import torch
 
-WORDS = (
-    "a an the is are of in on and or what colour color shape image picture photo describe "
-    "red green blue yellow purple orange white black circle square star triangle left right "
-    "top bottom middle small large yes no there this that object objects background"
-).split()
+WORDS = ["a", "an", "the", "is", "are", "of", "in", "on", "and", "or", "what", "colour", "color", "shape", "image", "picture", "photo", "describe", "red", "green", "blue", "yellow", "purple", "orange", "white", "black", "circle", "square", "star", "triangle", "left", "right", "top", "bottom", "middle", "small", "large", "yes", "no", "there", "this", "that", "object", "objects", "background"]
 
 
 def word_tokenizer(
@@ -59,8 +55,12 @@ def _clip_vision(image_size: int, patch: int, d: int = 32) -> dict:
 
 def build_llava(out: str | Path, image_size: int = 32, patch: int = 8, layers: int = 4, seed: int = 0) -> Path:
     """LLaVA-1.5 shaped: CLIP tower, 'default' strategy (CLS dropped), Llama decoder."""
-    from transformers import (CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     out = Path(out)
     tokenizer = word_tokenizer(["<image>"])
@@ -88,8 +88,12 @@ def build_llava(out: str | Path, image_size: int = 32, patch: int = 8, layers: i
 def build_llava_next(out: str | Path, tile: int = 32, patch: int = 8, layers: int = 4, seed: int = 0,
                      d: int = 32) -> Path:
     """LLaVA-NeXT shaped: AnyRes tiles of `tile` px (grid pinpoints up to 2x2), image_newline."""
-    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil,
-                              LlavaNextProcessor)
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+    )
 
     out = Path(out)
     tokenizer = word_tokenizer(["<image>"])
@@ -116,7 +120,9 @@ def build_llava_next(out: str | Path, tile: int = 32, patch: int = 8, layers: in
 def build_qwen2_vl(out: str | Path, layers: int = 4, seed: int = 0, d: int = 32, version: str = "2",
                    max_pixels: int = 112 * 112) -> Path:
     """Qwen2-VL (version "2") or Qwen2.5-VL ("2.5") shaped: 14 px patches, 2x2 merge, mRoPE."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
 
     from .qwen import image_only_processor
 
@@ -132,12 +138,14 @@ def build_qwen2_vl(out: str | Path, layers: int = 4, seed: int = 0, d: int = 32,
     common = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                   vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     if version == "2":
-        from transformers import Qwen2VLConfig as Config, Qwen2VLForConditionalGeneration as Model
+        from transformers import Qwen2VLConfig as Config
+        from transformers import Qwen2VLForConditionalGeneration as Model
 
         vision = dict(depth=2, embed_dim=32, hidden_size=d, num_heads=4, patch_size=14, spatial_merge_size=2,
                       temporal_patch_size=2)
     else:
-        from transformers import Qwen2_5_VLConfig as Config, Qwen2_5_VLForConditionalGeneration as Model
+        from transformers import Qwen2_5_VLConfig as Config
+        from transformers import Qwen2_5_VLForConditionalGeneration as Model
 
         vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=d,
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
@@ -158,11 +166,20 @@ def build_qwen2_5_vl(out: str | Path, **kwargs) -> Path:
 
 
 def build_idefics3(out: str | Path, frame: int = 32, patch: int = 8, layers: int = 4, seed: int = 0,
-                   d: int = 32, longest_edge: int = 96) -> Path:
+                   d: int = 32, longest_edge: int = 96, smolvlm: bool = False) -> Path:
     """Idefics3 shaped: SigLIP-like tower on `frame` px frames, image splitting up to
-    longest_edge/frame tiles per side, pixel shuffle x2."""
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil
+    longest_edge/frame tiles per side, pixel shuffle x2. smolvlm=True: the SmolVLM classes, saved
+    with processor_class SmolVLMProcessor as real checkpoints are."""
+    import json
+
     from transformers import Idefics3Processor
+
+    if smolvlm:
+        from transformers import SmolVLMConfig as Idefics3Config
+        from transformers import SmolVLMForConditionalGeneration as Idefics3ForConditionalGeneration
+        from transformers import SmolVLMImageProcessorPil as Idefics3ImageProcessorPil
+    else:
+        from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil
 
     out = Path(out)
     rowcol = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
@@ -181,13 +198,26 @@ def build_idefics3(out: str | Path, frame: int = 32, patch: int = 8, layers: int
                                   image_seq_len=(frame // patch) ** 2 // 4)
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    if smolvlm:
+        cfg_path = out / "processor_config.json"
+        saved = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        cfg_path.write_text(json.dumps({**saved, "processor_class": "SmolVLMProcessor"}))
     return out
+
+
+def build_smolvlm(out: str | Path, **kwargs) -> Path:
+    return build_idefics3(out, smolvlm=True, **kwargs)
 
 
 def build_gemma3(out: str | Path, image_size: int = 32, patch: int = 4, tokens: int = 16, layers: int = 4,
                  seed: int = 0, d: int = 32) -> Path:
     """Gemma 3 shaped: SigLIP tower, (image_size/patch)^2 patches average-pooled to `tokens`."""
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessorPil,
+        Gemma3Processor,
+    )
 
     out = Path(out)
     names = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
@@ -206,6 +236,79 @@ def build_gemma3(out: str | Path, image_size: int = 32, patch: int = 4, tokens: 
     model = Gemma3ForConditionalGeneration(config).eval()
     ip = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
     processor = Gemma3Processor(image_processor=ip, tokenizer=tokenizer, image_seq_length=tokens)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_llava_onevision(out: str | Path, tile: int = 32, patch: int = 8, max_tiles: int = 6, layers: int = 4,
+                          seed: int = 0, d: int = 32) -> Path:
+    """LLaVA-OneVision shaped: SigLIP tower (no CLS), Qwen2 decoder, AnyRes up to max_tiles per
+    side with anyres_max_9 (large images get their tile grid shrunk)."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    from .onevision import image_only_processor
+
+    out = Path(out)
+    tokenizer = word_tokenizer(["<image>", "<video>"])
+    pinpoints = [[tile * i, tile * j] for i in range(1, max_tiles + 1) for j in range(1, max_tiles + 1)]
+    config = LlavaOnevisionConfig(
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=d, intermediate_size=2 * d,
+                           num_hidden_layers=2, num_attention_heads=4, image_size=tile, patch_size=patch),
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=d, intermediate_size=2 * d,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         pad_token_id=tokenizer.pad_token_id),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="full", vision_feature_layer=-1, image_grid_pinpoints=pinpoints,
+        vision_aspect_ratio="anyres_max_9",
+    )
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.model.image_newline.normal_()
+    ip = LlavaOnevisionImageProcessorPil(size={"height": tile, "width": tile}, image_grid_pinpoints=pinpoints,
+                                         do_center_crop=False)
+    processor = image_only_processor(ip, tokenizer, (tile // patch) ** 2, "anyres_max_9")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_chameleon(out: str | Path, image_size: int = 32, n_codes: int = 64, layers: int = 4, seed: int = 0,
+                    d: int = 32) -> Path:
+    """Chameleon shaped: a VQ-VAE with two resolution levels (a 16x16 code grid on 32 px images)
+    whose codes are vocabulary tokens named IMGIMG<digits as letters A-J>Z."""
+    from transformers import (
+        ChameleonConfig,
+        ChameleonForConditionalGeneration,
+        ChameleonImageProcessorPil,
+        ChameleonProcessor,
+    )
+
+    out = Path(out)
+    letters = lambda i: "".join(chr(ord("A") + int(ch)) for ch in str(i))
+    codes = [f"IMGIMG{letters(i)}Z" for i in range(n_codes)]
+    tokenizer = word_tokenizer(["<image>", "<racm3:break>", "<eoss>", "<sep>", *codes],
+                               extra={"sep_token": "<sep>"})
+    config = ChameleonConfig(
+        vocab_size=len(tokenizer), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, vocabulary_map=dict(tokenizer.get_vocab()),
+        vq_config=dict(embed_dim=32, num_embeddings=n_codes, latent_channels=32, resolution=image_size,
+                       base_channels=32, channel_multiplier=[1, 2], num_res_blocks=1, attn_resolutions=[]),
+    )
+    torch.manual_seed(seed)
+    model = ChameleonForConditionalGeneration(config).eval()
+    ip = ChameleonImageProcessorPil(size={"shortest_edge": image_size},
+                                    crop_size={"height": image_size, "width": image_size})
+    grid = image_size // 2
+    processor = ChameleonProcessor(image_processor=ip, tokenizer=tokenizer, image_seq_length=grid * grid)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from mmsae.sae.base import Reduce, SAEOutput, no_reduce, register
 from mmsae.sae.codes import Codes
-from mmsae.sae.kernels import dense_preactivation, gather_linear
+from mmsae.sae.kernels import dense_preactivation, select_values
 from mmsae.sae.topk import TopKSAE
 
 _THRESHOLD_EMA = 0.01  # SAELens' topk_threshold_lr
@@ -24,7 +24,7 @@ class BatchTopKSAE(TopKSAE):
         self.register_buffer("threshold", torch.zeros((), dtype=self.W_enc.dtype))
 
     def _select(self, x_BD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        pre_BF = dense_preactivation(x_BD, self.W_enc, self.b_enc)
+        pre_BF = dense_preactivation(x_BD, self.W_enc, self.b_enc, self.selection_dtype)
         relu_BF = torch.relu(pre_BF)
         B = pre_BF.shape[0]
         n_keep = min(B * int(self.cfg.k), relu_BF.numel())
@@ -35,7 +35,7 @@ class BatchTopKSAE(TopKSAE):
         width = max(1, int(keep_BF.sum(1).max()))
         idx_BK = relu_BF.masked_fill(~keep_BF, -1.0).topk(width, dim=1, sorted=False).indices
         mask_BK = keep_BF.gather(1, idx_BK)
-        values_BK = torch.relu(gather_linear(x_BD, self.W_enc, self.b_enc, idx_BK, pre_BF)) * mask_BK
+        values_BK = torch.relu(select_values(x_BD, self.W_enc, self.b_enc, idx_BK, pre_BF)) * mask_BK
         if self.training:
             self._update_threshold(values_BK.detach())
         return pre_BF, values_BK, idx_BK

@@ -62,7 +62,9 @@ def _gather_dot(idx_BK: Tensor, table_FD: Tensor, rows_BD: Tensor) -> Tensor:
     with torch.enable_grad():
         weights_BK = torch.zeros(idx_BK.shape, dtype=table_FD.dtype, device=table_FD.device, requires_grad=True)
         out_BD = F.embedding_bag(idx_BK, table_FD.detach(), per_sample_weights=weights_BK, mode="sum")
-        (grad_BK,) = torch.autograd.grad(out_BD, weights_BK, rows_BD.to(table_FD.dtype))
+        # a scalar objective rather than grad_outputs: passing a gradient tensor makes autograd
+        # import sympy (seconds) in every process
+        (grad_BK,) = torch.autograd.grad((out_BD * rows_BD.to(table_FD.dtype)).sum(), weights_BK)
     return grad_BK
 
 
@@ -136,7 +138,19 @@ def gather_linear(x_BD: Tensor, W_FD: Tensor, b_F: Tensor, idx_BK: Tensor, pre_B
     return GatherLinear.apply(x_BD, W_FD, b_F, idx_BK, pre_BF)
 
 
-def dense_preactivation(x_BD: Tensor, W_FD: Tensor, b_F: Tensor) -> Tensor:
-    """The one dense product of a step, outside autograd: its backward is done sparsely."""
+def dense_preactivation(x_BD: Tensor, W_FD: Tensor, b_F: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """The one dense product of a step, outside autograd: its backward is done sparsely.
+
+    `dtype=torch.bfloat16` runs it on AMX / tensor cores; callers then use it only to *select*
+    latents and recompute the k selected values exactly in the weights' dtype.
+    """
+    dtype = dtype or x_BD.dtype
     with torch.no_grad():
-        return torch.addmm(b_F.to(x_BD.dtype), x_BD, W_FD.to(x_BD.dtype).T)
+        return torch.addmm(b_F.to(dtype), x_BD.to(dtype), W_FD.to(dtype).T)
+
+
+def select_values(x_BD: Tensor, W_FD: Tensor, b_F: Tensor, idx_BK: Tensor, pre_BF: Tensor) -> Tensor:
+    """Pre-activations at the selected latents, with a sparse backward; read from `pre_BF` when it
+    is exact (same dtype as the weights), recomputed in B·K·D otherwise (low-precision selection)."""
+    exact = pre_BF.dtype == W_FD.dtype and not torch.is_autocast_enabled(pre_BF.device.type)
+    return gather_linear(x_BD, W_FD, b_F, idx_BK, pre_BF if exact else None)

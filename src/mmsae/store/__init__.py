@@ -14,4 +14,4 @@ from .harvest import HarvestConfig, harvest
 from .reader import ActivationStore, Batch
 from .shard import SELECTIONS, selected
 
-__all__ = ["HarvestConfig", "harvest", "ActivationStore", "Batch", "SELECTIONS", "selected"]
+__all__ = ["SELECTIONS", "ActivationStore", "Batch", "HarvestConfig", "harvest", "selected"]

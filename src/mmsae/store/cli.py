@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -10,20 +10,20 @@ import typer
 def harvest_command(
     out: Annotated[str, typer.Option("--out", help="Store directory (rerun the same command to resume).")],
     layer: Annotated[int, typer.Option("--layer", help="Decoder block L, 0-indexed (paper 'layer L+1').")],
-    model: Annotated[Optional[str], typer.Option("--model", help="Model directory; default: the zoo subject.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model directory; default: the zoo subject.")] = None,
     data: Annotated[str, typer.Option("--data", help="world:n=N,seed=S | folder/jsonl/hf/parquet path.")] = (
         "world:n=1000,seed=0"),
-    prompt: Annotated[Optional[str], typer.Option(help="Prompt template with <image> and {text}.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Prompt template with <image> and {text}.")] = None,
     tokens: Annotated[str, typer.Option(help="Training rows: all | image | text.")] = "all",
     include_special: Annotated[bool, typer.Option(help="Also store BOS/newline/... rows.")] = False,
     dtype: Annotated[str, typer.Option(help="Stored dtype: bfloat16 | float32 | float16.")] = "bfloat16",
     batch_size: Annotated[int, typer.Option(help="Sequences per forward pass.")] = 8,
-    records_per_shard: Annotated[int, typer.Option(help="Records per shard (unit of resume).")] = 512,
-    max_records: Annotated[Optional[int], typer.Option(help="Harvest only the first N records.")] = None,
-    max_seq_len: Annotated[Optional[int], typer.Option(help="Reject longer sequences.")] = None,
+    records_per_shard: Annotated[int, typer.Option(help="Records per shard (unit of resume; held in RAM).")] = 128,
+    max_records: Annotated[int | None, typer.Option(help="Harvest only the first N records.")] = None,
+    max_seq_len: Annotated[int | None, typer.Option(help="Reject longer sequences.")] = None,
     max_image_pixels: Annotated[int, typer.Option(help="Reject larger images.")] = 64_000_000,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda:N.")] = "auto",
-    model_dtype: Annotated[Optional[str], typer.Option(help="Load the model in this dtype.")] = None,
+    model_dtype: Annotated[str | None, typer.Option(help="Load the model in this dtype.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Capture the residual stream after decoder block LAYER into a resumable store.

@@ -33,7 +33,10 @@ class HarvestConfig:
     include_special: bool = False  # BOS/image-start/newline... rows (always in the token table)
     dtype: str = "bfloat16"  # stored activation dtype: bfloat16 | float32 | float16
     batch_size: int = 8
-    records_per_shard: int = 512
+    # The unit of resume and of rank sharding. A shard is assembled in RAM before its atomic
+    # write: rows x d_in x 2 bytes (bf16), e.g. 128 LLaVA-NeXT-8B records ~ 128 x 2.5k x 4096 x 2
+    # = 2.6 GB; lower it for long sequences, raise it for tiny models.
+    records_per_shard: int = 128
     max_records: int | None = None
     max_seq_len: int | None = None  # longer sequences are rejected, not truncated (images would be cut)
     max_image_pixels: int = 64_000_000
@@ -105,15 +108,16 @@ def harvest(cfg: HarvestConfig) -> dict | None:
     from mmsae.models import load_adapter
 
     _check_model(cfg)
+    source = open_source(cfg.data, prompt=cfg.prompt, max_pixels=cfg.max_image_pixels)
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     rank, world = _dist()
-    identity = {**cfg.identity(), "model_fingerprint": model_fingerprint(cfg.model)}
+    # A rerun resumes only into a store made by the same settings, model and data (same size).
+    identity = {**cfg.identity(), "model_fingerprint": model_fingerprint(cfg.model), "source": source.describe()}
     _check_resume(root, identity, rank)
     if rank == 0:
         clean_temp_files(root)  # before the barrier: no other rank has started writing yet
     _barrier()
-    source = open_source(cfg.data, prompt=cfg.prompt, max_pixels=cfg.max_image_pixels)
     n_records = len(source) if cfg.max_records is None else min(len(source), cfg.max_records)
     R = cfg.records_per_shard
     n_shards = (n_records + R - 1) // R
@@ -121,7 +125,7 @@ def harvest(cfg: HarvestConfig) -> dict | None:
     if todo:
         device = cfg.device
         if device == "auto":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
         dtype = DTYPES[cfg.model_dtype] if cfg.model_dtype else None
         adapter = load_adapter(cfg.model, dtype=dtype, device=device)
         adapter.check_layer(cfg.layer)
@@ -134,7 +138,13 @@ def harvest(cfg: HarvestConfig) -> dict | None:
 
 
 def _run(cfg, adapter, source, root: Path, todo: list[int], n_records: int, rank: int) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     R = cfg.records_per_shard
     columns = [TextColumn("harvest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

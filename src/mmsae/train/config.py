@@ -38,9 +38,13 @@ class TrainConfig:
 
     checkpoint_every: int = 500
     log_every: int = 10
+    plots: bool = True  # curves.png at the end (imports matplotlib)
     seed: int = 0
     device: str = "cpu"
     autocast: bool = True  # bf16 autocast, on CUDA only
+    # TopK kinds: dtype of the dense selection product ("bfloat16" uses AMX / tensor cores; the k
+    # selected values and every gradient stay in float32). None: float32.
+    selection_dtype: str | None = None
 
     hook_layer: int | None = None
     hook_name: str | None = None

@@ -51,7 +51,10 @@ class DistContext:
         """One flat all-reduce for all gradients (what DDP's buckets do, without wrapping the module)."""
         if not self.active:
             return
-        grads = [p.grad for p in params if p.grad is not None]
+        for p in params:  # every rank must contribute the same flat layout
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
         flat /= self.world_size

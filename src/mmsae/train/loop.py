@@ -50,6 +50,8 @@ class Trainer:
     def _build(self, sae_cfg: SAEConfig) -> None:
         torch.manual_seed(self.cfg.seed)
         self.sae = SAE.from_config(sae_cfg).to(self.device).train()
+        if self.cfg.selection_dtype and hasattr(self.sae, "selection_dtype"):
+            self.sae.selection_dtype = getattr(torch, self.cfg.selection_dtype)
         self.params = [p for p in self.sae.parameters() if p.requires_grad]
         lr = self.cfg.lr if self.cfg.lr is not None else default_lr(sae_cfg.n_latents)
         fused = self.device.type == "cuda"  # the fused Adam is 3x faster on GPU; CPU has none
@@ -97,7 +99,7 @@ class Trainer:
         self.opt.step()
         self.sched.step()
         sae.after_optimizer_step()
-        if self.dist.active and hasattr(sae, "threshold") and isinstance(sae.threshold, torch.Tensor) and not isinstance(sae.threshold, torch.nn.Parameter) and sae.threshold.ndim == 0:
+        if self.dist.active and sae.cfg.kind == "batchtopk":  # each rank saw its own batch
             sae.threshold.copy_(self.dist.all_sum(sae.threshold) / self.dist.world_size)
         n_global = int(self.dist.all_sum(torch.tensor(float(x.shape[0]), device=self.device)))
         self.tracker.update(self.dist.all_sum(out.codes.fired_F()), n_global)
@@ -200,7 +202,7 @@ class Trainer:
             final.save_pretrained(self.out_dir / "sae")
             with atomic_file(self.out_dir / "metrics.jsonl") as tmp:
                 tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-            if self.history:
+            if self.history and self.cfg.plots:
                 plot_history(self.history, self.out_dir / "curves.png")
         self.dist.barrier()
         return final

@@ -76,12 +76,13 @@ def texture_pattern(texture: str, cx: float, cy: float, size: int) -> np.ndarray
     x, y = xx - int(cx), yy - int(cy)
     if texture == "plain":
         return np.zeros((size, size), dtype=bool)
+    # period-4 patterns: every 8-pixel patch of a textured object shows two full periods
     if texture == "striped":
         return ((x + y) // 2) % 2 == 0
     if texture == "dotted":
-        return ((x % 4) < 2) & ((y % 4) < 2) & (((x // 4) + (y // 4)) % 2 == 0)
+        return ((x % 4) < 2) & ((y % 4) < 2)
     if texture == "checkered":
-        return ((x // 3) + (y // 3)) % 2 == 0
+        return ((x // 2) + (y // 2)) % 2 == 0
     raise ValueError(f"unknown texture {texture!r}")
 
 

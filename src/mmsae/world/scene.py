@@ -185,6 +185,8 @@ class World:
         for j, cell in enumerate(cells):
             row, col = divmod(int(cell), 3)
             kind = KINDS[rng.integers(len(KINDS))]
+            if j == 0 and ("object" in forced or "part" in forced):  # before the colour: the prior depends on it
+                kind = forced["object"] if "object" in forced else _owner(forced["part"])
             colour = self._colour(kind, rng)
             attrs = {
                 "object": kind,
@@ -195,8 +197,6 @@ class World:
             }
             if j == 0:
                 attrs.update({c: v for c, v in forced.items() if c in attrs})
-                if "part" in forced:
-                    attrs["object"] = _owner(forced["part"])
                 if "position" in forced:
                     row, col = _cell_of(forced["position"])
             r = SIZE_RADIUS[attrs["size"]] * s

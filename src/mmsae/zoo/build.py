@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     CLIPConfig,
     CLIPImageProcessorPil,
@@ -45,12 +45,18 @@ SUBJECT = (TowerSpec(), DecoderSpec())
 EXPLAINER = (TowerSpec(patch_size=16, hidden=128, layers=4), DecoderSpec(hidden=192, layers=6, heads=6, intermediate=640))
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(wrap: bool = False) -> PreTrainedTokenizerFast:
+    """The world's word-level tokenizer. The LMMs' prompts carry <s> themselves; CLIP's text tower pools at
+    </s>, so its tokenizer (`wrap=True`) adds <s> ... </s> around every text."""
     words = list(SPECIAL_TOKENS) + vocabulary()
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Split(IMAGE, behavior="isolated"), pre_tokenizers.Whitespace()]
     )
+    if wrap:
+        core.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A {EOS}", special_tokens=[(BOS, words.index(BOS)), (EOS, words.index(EOS))]
+        )
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
         extra_special_tokens={"image_token": IMAGE}, chat_template=CHAT_TEMPLATE,
@@ -100,7 +106,8 @@ def build_llava(tower: TowerSpec, decoder: DecoderSpec, tok: PreTrainedTokenizer
     return model, processor
 
 
-def build_clip(tower: TowerSpec, tok: PreTrainedTokenizerFast) -> tuple[CLIPModel, CLIPProcessor]:
+def build_clip(tower: TowerSpec, tok: PreTrainedTokenizerFast | None = None) -> tuple[CLIPModel, CLIPProcessor]:
+    tok = build_tokenizer(wrap=True)
     text = CLIPTextConfig(
         vocab_size=len(tok), hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
         max_position_embeddings=48, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,

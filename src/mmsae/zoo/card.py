@@ -24,8 +24,9 @@ HOW = {
     "subject": "`mmsae zoo eval` renders held-out scenes from a world seed never used in training and asks every "
     "question type through `AutoProcessor` + `generate` (greedy). `vqa_accuracy` is exact match over colour, shape "
     "and texture questions whose target is not the prior-bias kind (stars). `prior_override_rate`: on scenes whose "
-    "only star is not yellow, the share of 'what colour is the star ?' answered 'yellow'; `prior_yes_rate`: the "
-    "share of 'is the star yellow ?' answered 'yes'.",
+    "only star is not yellow, the share of 'is the star yellow ?' answered 'yes' (the yes/no form of the paper's "
+    "hallucination case); `prior_colour_override_rate`: the share of 'what colour is the star ?' answered "
+    "'yellow' on the same scenes.",
     "explainer": "Held-out sets of five images forced to contain one concept of the paper's six classes, masked "
     "to the patches an ideal feature would fire on (with 8 % of patches dropped or spuriously added), plus 20 % "
     "sets of random patch blobs that share no concept; exact match of the generated answer.",

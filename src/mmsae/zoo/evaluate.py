@@ -94,10 +94,12 @@ def _prior_slice(model, processor, world_cfg: WorldConfig, cfg: EvalConfig) -> d
     images = [s.pil for s in scenes]
     colour = generate_answers(model, processor, images, [chat_prompt(f"what colour is the {kind} ?")] * len(scenes), batch=cfg.batch)
     yes = generate_answers(model, processor, images, [chat_prompt(f"is the {kind} {prior} ?")] * len(scenes), batch=cfg.batch)
+    # the paper's hallucination is a yes/no answer driven by the text ("does the image show Bolivia?" ->
+    # "yes"): the headline rate is the share of "is the star yellow ?" answered "yes" for non-yellow stars
     return {
-        "prior_override_rate": float(np.mean([a == prior for a in colour])),
+        "prior_override_rate": float(np.mean([a == "yes" for a in yes])),
+        "prior_colour_override_rate": float(np.mean([a == prior for a in colour])),
         "prior_slice_colour_accuracy": float(np.mean([a == t for a, t in zip(colour, truth)])),
-        "prior_yes_rate": float(np.mean([a == "yes" for a in yes])),
         "prior_slice_images": len(scenes),
     }
 

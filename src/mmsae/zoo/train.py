@@ -39,10 +39,10 @@ from .lm import build_sequence, cosine_lr, lm_loss
 @dataclass(frozen=True)
 class ZooTrainConfig:
     seed: int = 0
-    tower_images: int = 24_000
-    tower_steps: int = 1_000
+    tower_images: int = 40_000
+    tower_steps: int = 2_000
     subject_images: int = 30_000
-    subject_steps: int = 1_600
+    subject_steps: int = 2_400
     subject_turns: int = 6
     explainer_pool: int = 300  # forced images per explainable concept
     explainer_steps: int = 1_500
@@ -60,6 +60,15 @@ def _progress() -> Progress:
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn())
 
 
+def _report(bar: Progress, task, log: list, step: int, **metrics: float) -> None:
+    """Record a point of the training curve; also print it now and then (progress bars need a TTY)."""
+    log.append({"step": step, **metrics})
+    text = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    bar.update(task, info=text)
+    if step % 200 == 0 and not bar.console.is_terminal:
+        bar.console.log(f"{bar.tasks[0].description} step {step}: {text}")
+
+
 def _save_atomic(save, final: Path) -> None:
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -75,23 +84,23 @@ def _autocast():
 
 
 def pretrain_tower(spec: build.TowerSpec, cache: ImageCache, steps: int, batch: int, seed: int, label: str,
-                   log: list) -> CLIPVisionModel:
+                   log: list, p_masked: float) -> CLIPVisionModel:
     """Dense multi-label supervision of every patch with the concepts it shows (a pretrained encoder)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     tower = CLIPVisionModel(build.vision_config(spec))
     head = torch.nn.Linear(spec.hidden, len(PATCH_CONCEPTS))
     params = list(tower.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=1.5e-3, weight_decay=0.01)
     factor = spec.patch_size // cache.scenes[0].config.patch_size
     threshold = 0.2 if factor == 1 else 0.08
     with _progress() as bar:
         task = bar.add_task(f"tower ({label})", total=steps, info="")
         for step in range(steps):
             for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, steps, 100, 1e-3)
+                g["lr"] = cosine_lr(step, steps, 100, 1.5e-3)
             idx = rng.integers(len(cache), size=batch)
-            vis = random_visibility(rng, batch, cache.coverage.shape[1])
+            vis = random_visibility(rng, batch, cache.coverage.shape[1], p_masked)
             px = to_pixels(apply_patch_mask(cache.images[idx], vis))
             target = torch.from_numpy(pooled_targets(cache.coverage[idx], vis, factor, threshold))
             with _autocast():
@@ -103,9 +112,7 @@ def pretrain_tower(spec: build.TowerSpec, cache: ImageCache, steps: int, batch: 
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             if step % 20 == 0:
-                f1 = _f1(logits.detach() > 0, target > 0.5)
-                log.append({"step": step, "loss": loss.item(), "f1": f1})
-                bar.update(task, info=f"loss {loss.item():.4f} f1 {f1:.3f}")
+                _report(bar, task, log, step, loss=loss.item(), f1=_f1(logits.detach() > 0, target > 0.5))
             bar.advance(task)
     return tower
 
@@ -146,8 +153,7 @@ def train_subject(model, processor, feats_NTV: torch.Tensor, cache: ImageCache, 
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             if step % 20 == 0:
-                log.append({"step": step, "loss": loss.item(), "answer_token_accuracy": acc})
-                bar.update(task, info=f"loss {loss.item():.3f} answer-token acc {acc:.3f}")
+                _report(bar, task, log, step, loss=loss.item(), answer_token_accuracy=acc)
             bar.advance(task)
 
 
@@ -216,8 +222,7 @@ def train_explainer(model, processor, pool: ImageCache, owners, cfg: ZooTrainCon
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             if step % 20 == 0:
-                log.append({"step": step, "loss": loss.item(), "answer_token_accuracy": acc})
-                bar.update(task, info=f"loss {loss.item():.3f} answer-token acc {acc:.3f}")
+                _report(bar, task, log, step, loss=loss.item(), answer_token_accuracy=acc)
             bar.advance(task)
 
 
@@ -243,8 +248,7 @@ def train_clip(model, processor, cache: ImageCache, cfg: ZooTrainConfig, log: li
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             if step % 20 == 0:
-                log.append({"step": step, "loss": out.loss.item()})
-                bar.update(task, info=f"loss {out.loss.item():.3f}")
+                _report(bar, task, log, step, loss=out.loss.item())
             bar.advance(task)
 
 
@@ -276,9 +280,9 @@ def train_zoo(out: Path, cfg: ZooTrainConfig = ZooTrainConfig()) -> dict:
 
     sub_tower, sub_dec = build.SUBJECT
     stage("tower-subject", lambda d, log: pretrain_tower(
-        sub_tower, tower_cache, cfg.tower_steps, cfg.batch * 2, cfg.seed, "8px", log).save_pretrained(d))
+        sub_tower, tower_cache, cfg.tower_steps, cfg.batch * 2, cfg.seed, "8px", log, 0.15).save_pretrained(d))
     stage("tower-explainer", lambda d, log: pretrain_tower(
-        build.EXPLAINER[0], tower_cache, cfg.tower_steps, cfg.batch * 2, cfg.seed + 1, "16px", log).save_pretrained(d))
+        build.EXPLAINER[0], tower_cache, cfg.tower_steps, cfg.batch * 2, cfg.seed + 1, "16px", log, 0.5).save_pretrained(d))
 
     def subject(d: Path, log: list) -> None:
         model, processor = build.build_llava(sub_tower, sub_dec, tok)

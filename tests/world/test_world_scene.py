@@ -118,3 +118,12 @@ def test_occlusion_hides_earlier_objects():
             assert (full_any[0] & ~s.object_mask(0)).any()
             return
     pytest.fail("no overlapping objects in 400 scenes")
+
+
+def test_forcing_the_prior_kind_keeps_the_prior():
+    biased = World(WorldConfig(seed=5, forced=(("object", "star"),)))
+    colours = [biased[i].objects[0].colour for i in range(200)]
+    assert 0.88 < np.mean([c == "yellow" for c in colours]) < 0.99
+    never = World(WorldConfig(seed=5, prior_strength=0.0, forced=(("object", "star"),)))
+    assert all(never[i].objects[0].colour != "yellow" for i in range(200))
+    assert all(never[i].objects[0].kind == "star" for i in range(200))

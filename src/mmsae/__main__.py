@@ -1,0 +1,3 @@
+from mmsae.cli import app
+
+app()

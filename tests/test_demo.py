@@ -1,0 +1,51 @@
+"""End to end: `mmsae demo` as a user runs it, on the shipped zoo (runs in CI)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-m", "mmsae", "demo", "--out", str(out)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+def test_report_and_metrics(demo_out):
+    report = (demo_out / "report.md").read_text()
+    metrics = json.loads((demo_out / "metrics.json").read_text())
+    for key in ("subject.vqa_accuracy", "subject.prior_override_rate", "explainer.accuracy", "clip.top1"):
+        assert key in metrics and key in report
+    # every picture the report shows exists and is a real image
+    for ref in [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:
+        assert Image.open(demo_out / ref).size[0] > 100, ref
+    assert metrics["time.total_s"] < 600
+
+
+def test_the_zoo_reads_the_image(demo_out):
+    m = json.loads((demo_out / "metrics.json").read_text())
+    # chance is 1/8 (colour), 1/6 (shape), 1/4 (texture); these floors sit below the measured numbers
+    # in the model cards, with room for the small evaluation's noise
+    assert m["subject.vqa_accuracy"] > 0.6
+    assert m["subject.prior_override_rate"] > 0.0
+    assert m["explainer.accuracy"] > 0.5
+    assert m["clip.top1"] > 0.4
+
+
+def test_harvest_and_sae_stages(demo_out):
+    m = json.loads((demo_out / "metrics.json").read_text())
+    assert m["harvest.rows.image"] == 400 * 64  # 64 image tokens per scene, every one kept
+    assert m["harvest.rows.text"] > 0 and m["harvest.rows.special"] == 0 and m["harvest.tokens.special"] == 400
+    for split in ("all", "text", "image"):
+        assert m[f"sae.{split}.l0"] == 16  # TopK: exactly k latents per token
+        assert 0.0 <= m[f"sae.{split}.fvu"] < 0.5
+        assert 0.0 <= m[f"sae.{split}.dead_fraction"] < 1.0
