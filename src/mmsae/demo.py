@@ -59,7 +59,9 @@ Small evaluation (the model cards hold the full one; `mmsae zoo eval --json` rec
 {rows}
 
 `subject.vqa_accuracy`: colour/shape/texture questions outside the prior-bias slice. `subject.prior_override_rate`:
-share of non-yellow stars the subject calls yellow — the language prior at work (the later hallucination study).
+share of "is the star yellow ?" answered "yes" when the only star is not yellow — the language prior at work
+(the later hallucination study); `subject.prior_colour_override_rate`: share of "what colour is the star ?"
+answered "yellow" on the same images.
 
 ![subject answers](vqa.png)
 """)

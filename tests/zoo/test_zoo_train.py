@@ -14,12 +14,11 @@ from mmsae.zoo.train import ZooTrainConfig, train_zoo
 
 TOY = ZooTrainConfig(tower_images=256, tower_steps=6, subject_images=128, subject_steps=4, explainer_pool=6,
                      explainer_steps=3, clip_steps=3, batch=8)
-SCRIPT = f"""
-import torch
-from pathlib import Path
-from mmsae.zoo.train import train_zoo, ZooTrainConfig
-train_zoo(Path({{out!r}}), ZooTrainConfig(**{TOY.__dict__!r}))
-"""
+SCRIPT = (
+    "from pathlib import Path\n"
+    "from mmsae.zoo.train import train_zoo, ZooTrainConfig\n"
+    f"train_zoo(Path(OUT), ZooTrainConfig(**{TOY.__dict__!r}))\n"
+)
 
 
 def _weights(root: Path, name: str) -> dict:
@@ -36,7 +35,7 @@ def test_toy_zoo_trains_and_resumes_identically_after_kill(tmp_path):
 
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(out=str(run))], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", f"OUT = {str(run)!r}\n" + SCRIPT], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (run / "tower-subject").exists() and time.time() < deadline and proc.poll() is None:

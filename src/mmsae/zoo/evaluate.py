@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPModel, CLIPProcessor
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from ..world import World, WorldConfig
 from ..world.text import EXPLAIN_QUESTION, chat_prompt, questions
@@ -130,17 +130,17 @@ def eval_explainer(path: Path, cfg: EvalConfig = EvalConfig()) -> dict:
 @torch.no_grad()
 def eval_clip(path: Path, cfg: EvalConfig = EvalConfig()) -> dict:
     """Zero-shot top-1 over each paper concept class's phrases, on held-out single-object images."""
-    model = CLIPModel.from_pretrained(path).eval()
-    processor = CLIPProcessor.from_pretrained(path)
+    from ..score import ClipScorer
+
+    scorer = ClipScorer(path)
     cache = render_cache(WorldConfig(seed=cfg.seed + 4, min_objects=1, max_objects=1, prior_strength=1 / 8), 0,
                          cfg.clip_images, workers=1)
-    pixel = processor(images=[im for im in cache.images], return_tensors="pt")["pixel_values"]
-    img = torch.nn.functional.normalize(model.get_image_features(pixel_values=pixel), dim=-1)
+    from PIL import Image
+
+    img = scorer.image_embeddings([Image.fromarray(im) for im in cache.images])
     per_class = {}
     for cls in PAPER_CLASSES:
         names = CONCEPT_CLASSES[cls]
-        enc = processor.tokenizer(list(names), padding=True, return_tensors="pt")
-        txt = torch.nn.functional.normalize(model.get_text_features(**enc), dim=-1)
-        pick = (img @ txt.T).argmax(-1)
+        pick = (img @ scorer.text_embeddings(list(names)).T).argmax(-1)
         per_class[cls] = float(np.mean([names[p] in s.concepts() for p, s in zip(pick.tolist(), cache.scenes)]))
     return {"top1": float(np.mean(list(per_class.values()))), "per_class_top1": per_class, "images": len(cache)}
