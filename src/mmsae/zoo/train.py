@@ -69,6 +69,13 @@ def _report(bar: Progress, task, log: list, step: int, **metrics: float) -> None
         bar.console.log(f"{bar.tasks[0].description} step {step}: {text}")
 
 
+def _optimise(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def _save_atomic(save, final: Path) -> None:
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -107,10 +114,7 @@ def pretrain_tower(spec: build.TowerSpec, cache: ImageCache, steps: int, batch: 
                 hid = tower(pixel_values=px).last_hidden_state[:, 1:]
                 logits = head(hid).reshape(target.shape)
             loss = F.binary_cross_entropy_with_logits(logits.float(), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            _optimise(opt, params, loss)
             if step % 20 == 0:
                 _report(bar, task, log, step, loss=loss.item(), f1=_f1(logits.detach() > 0, target > 0.5))
             bar.advance(task)
@@ -148,10 +152,7 @@ def train_subject(model, processor, feats_NTV: torch.Tensor, cache: ImageCache, 
                     for i in idx]
             with _autocast():
                 loss, acc = lm_loss(model, feats_NTV[idx].reshape(-1, feats_NTV.shape[-1]), seqs, image_id, tok.pad_token_id)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            _optimise(opt, params, loss)
             if step % 20 == 0:
                 _report(bar, task, log, step, loss=loss.item(), answer_token_accuracy=acc)
             bar.advance(task)
@@ -217,10 +218,7 @@ def train_explainer(model, processor, pool: ImageCache, owners, cfg: ZooTrainCon
                 feats = tower(pixel_values=to_pixels(np.concatenate(images))).last_hidden_state[:, 1:]
             with _autocast():
                 loss, acc = lm_loss(model, feats.reshape(-1, feats.shape[-1]), seqs, image_id, tok.pad_token_id)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            _optimise(opt, params, loss)
             if step % 20 == 0:
                 _report(bar, task, log, step, loss=loss.item(), answer_token_accuracy=acc)
             bar.advance(task)
@@ -243,10 +241,7 @@ def train_clip(model, processor, cache: ImageCache, cfg: ZooTrainConfig, log: li
             enc = tok(texts, padding=True, return_tensors="pt")
             out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                         pixel_values=to_pixels(cache.images[idx]), return_loss=True)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            _optimise(opt, list(model.parameters()), out.loss)
             if step % 20 == 0:
                 _report(bar, task, log, step, loss=out.loss.item())
             bar.advance(task)
