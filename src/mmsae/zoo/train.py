@@ -288,7 +288,7 @@ def train_zoo(out: Path, cfg: ZooTrainConfig = ZooTrainConfig()) -> dict:
         feats = tower_features(tower, cache.images)
         train_subject(model, processor, feats, cache, cfg, log)
         model.set_attn_implementation("sdpa")
-        model.save_pretrained(d)
+        model.save_pretrained(d, max_shard_size="10MB")  # keep every tracked file small
         processor.save_pretrained(d)
 
     def explainer(d: Path, log: list) -> None:
@@ -298,14 +298,14 @@ def train_zoo(out: Path, cfg: ZooTrainConfig = ZooTrainConfig()) -> dict:
         pool, owners = explainer_pool(0, cfg.explainer_pool, TRAIN_SEED + 2, cfg.threads)
         train_explainer(model, processor, pool, owners, cfg, log)
         model.set_attn_implementation("sdpa")
-        model.save_pretrained(d)
+        model.save_pretrained(d, max_shard_size="10MB")  # keep every tracked file small
         processor.save_pretrained(d)
 
     def clip(d: Path, log: list) -> None:
         model, processor = build.build_clip(sub_tower, tok)
         model.vision_model.load_state_dict(CLIPVisionModel.from_pretrained(out / "tower-subject").state_dict())
         train_clip(model, processor, tower_cache, cfg, log)
-        model.save_pretrained(d)
+        model.save_pretrained(d, max_shard_size="10MB")  # keep every tracked file small
         processor.save_pretrained(d)
 
     stage("subject", subject)
