@@ -52,6 +52,19 @@ class Encoded:
     tables: list[TokenTable]
 
 
+def saved_processor(path):
+    """The checkpoint's own processor when AutoProcessor can build it with an image processor, else None
+    (Qwen, OneVision and SmolVLM processors want torchvision or extra packages; adapters then build one
+    from the saved parts)."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+    except (ImportError, ValueError, OSError, TypeError, AttributeError):
+        return None
+    return processor if hasattr(processor, "image_processor") else None
+
+
 def _hidden(out):
     return out[0] if isinstance(out, tuple) else out
 

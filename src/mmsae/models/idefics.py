@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .base import Adapter
+from .base import Adapter, saved_processor
 from .table import Affine, ImageTokens
 
 MAX_IMAGE_SIZE = 4096  # transformers' Idefics3 cap on either side after the first resize
@@ -77,14 +77,11 @@ class Idefics3Adapter(Adapter):
 
     @staticmethod
     def load_processor(path: Path):
-        from transformers import AutoConfig, AutoProcessor, AutoTokenizer, Idefics3Processor
+        from transformers import AutoConfig, AutoTokenizer, Idefics3Processor
 
-        try:
-            processor = AutoProcessor.from_pretrained(path)
-            if hasattr(processor, "image_processor"):
-                return processor
-        except (ImportError, ValueError, OSError, TypeError, AttributeError):
-            pass
+        processor = saved_processor(path)
+        if processor is not None:
+            return processor
         # SmolVLMProcessor wants num2words and a video processor (torchvision); for images its
         # prompt layout is Idefics3's, so build an Idefics3Processor from the saved parts.
         from transformers import SmolVLMImageProcessorPil

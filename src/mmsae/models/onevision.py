@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .base import saved_processor
 from .llava import (
     LlavaNextAdapter,
     anyres_canvas,
@@ -48,17 +49,13 @@ class OneVisionAdapter(LlavaNextAdapter):
 
         from transformers import (
             AutoConfig,
-            AutoProcessor,
             AutoTokenizer,
             LlavaOnevisionImageProcessorPil,
         )
 
-        try:
-            processor = AutoProcessor.from_pretrained(path)
-            if hasattr(processor, "image_processor"):
-                return processor
-        except (ImportError, ValueError, OSError, TypeError, AttributeError):
-            pass
+        processor = saved_processor(path)
+        if processor is not None:
+            return processor
         cfg = AutoConfig.from_pretrained(path)
         grid = cfg.vision_config.image_size // cfg.vision_config.patch_size
         extra = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .base import IMAGE_PLACEHOLDER, Adapter
+from .base import IMAGE_PLACEHOLDER, Adapter, saved_processor
 from .table import Affine, ImageTokens
 
 
@@ -33,17 +33,14 @@ class QwenVLAdapter(Adapter):
 
     @staticmethod
     def load_processor(path: Path):
-        from transformers import AutoProcessor, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
             Qwen2VLImageProcessorPil,
         )
 
-        try:
-            processor = AutoProcessor.from_pretrained(path)
-            if hasattr(processor, "image_processor"):
-                return processor
-        except (ImportError, ValueError, OSError, TypeError, AttributeError):
-            pass
+        processor = saved_processor(path)
+        if processor is not None:
+            return processor
         # A saved Qwen processor asks for its video processor, which needs torchvision, or names
         # a class AutoProcessor cannot find: build it from its parts.
         return image_only_processor(Qwen2VLImageProcessorPil.from_pretrained(path), AutoTokenizer.from_pretrained(path))
