@@ -8,7 +8,6 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .files import HARVEST_CONFIG, clean_temp_files, model_fingerprint, write_json
@@ -146,6 +145,8 @@ def _run(cfg, adapter, source, root: Path, todo: list[int], n_records: int, rank
         TimeRemainingColumn,
     )
 
+    from .stream import capture_batches
+
     R = cfg.records_per_shard
     columns = [TextColumn("harvest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.fields[tps]} tok/s")]
@@ -153,17 +154,18 @@ def _run(cfg, adapter, source, root: Path, todo: list[int], n_records: int, rank
         task = bar.add_task("records", total=sum(min(R, n_records - k * R) for k in todo), tps="-")
         for k in todo:
             shard = ShardBuilder(k, (k * R, min((k + 1) * R, n_records)), adapter.d_model)
-            batch: list = []
-            for i in range(*shard.records):
-                rec = _load(source, i, shard)
-                if rec is not None:
-                    batch.append((i, rec))
-                if len(batch) == cfg.batch_size or (i == shard.records[1] - 1 and batch):
-                    t0 = _now()
-                    n_tok = _flush(cfg, adapter, batch, shard)
-                    bar.update(task, tps=f"{n_tok / max(_now() - t0, 1e-9):,.0f}")
-                    batch = []
-                bar.advance(task)
+            reject = lambda i, sid, reason: shard.reject(i, sid, reason)  # noqa: E731
+            t0 = _now()
+            for consumed, captured in capture_batches(adapter, source, range(*shard.records), cfg.layer,
+                                                      cfg.batch_size, reject, cfg.max_seq_len):
+                n_tok = 0
+                for c in captured:
+                    keep_S = selected(c.table.modality, cfg.tokens, cfg.include_special)
+                    shard.add(c.index, c.id, c.table, c.acts_SD, keep_S, DTYPES[cfg.dtype])
+                    n_tok += len(c.table)
+                t1 = _now()
+                bar.update(task, tps=f"{n_tok / max(t1 - t0, 1e-9):,.0f}", advance=len(consumed))
+                t0 = t1
             shard.write(root, DTYPES[cfg.dtype])
 
 
@@ -171,45 +173,3 @@ def _now() -> float:
     import time
 
     return time.perf_counter()
-
-
-def _load(source, i: int, shard: ShardBuilder):
-    from mmsae.data import Reject
-
-    try:
-        return source.record(i)
-    except Reject as r:
-        shard.reject(i, r.id, r.reason)
-    except Exception as e:  # a source bug must not kill a long harvest; the reason says what
-        shard.reject(i, f"#{i}", f"{type(e).__name__}: {e}")
-    return None
-
-
-def _flush(cfg, adapter, batch: list, shard: ShardBuilder) -> int:
-    """Encode and capture one batch; a sample the processor chokes on is isolated and rejected."""
-    from mmsae.models import Sample
-
-    samples = [Sample(rec.images, rec.text) for _, rec in batch]
-    try:
-        enc = adapter.encode(samples)
-    except Exception:
-        if len(batch) == 1:
-            i, rec = batch[0]
-            shard.reject(i, rec.id, f"encode failed: {sys.exc_info()[0].__name__}: {sys.exc_info()[1]}")
-            return 0
-        return sum(_flush(cfg, adapter, [b], shard) for b in batch)
-    acts_BSD = adapter.capture(enc.inputs, cfg.layer)
-    mask_BS = enc.inputs.get("attention_mask")
-    n_tok = 0
-    for b, (i, rec) in enumerate(batch):
-        table = enc.tables[b]
-        real_S = np.ones(len(table), bool) if mask_BS is None else mask_BS[b].numpy().astype(bool)
-        real = np.flatnonzero(real_S)  # drop batch padding: it depends on the batch, not the sample
-        if cfg.max_seq_len is not None and len(real) > cfg.max_seq_len:
-            shard.reject(i, rec.id, f"sequence of {len(real)} tokens > max_seq_len {cfg.max_seq_len}")
-            continue
-        table = table.take(real)
-        keep_S = selected(table.modality, cfg.tokens, cfg.include_special)
-        shard.add(i, rec.id, table, acts_BSD[b, torch.as_tensor(real)], keep_S, DTYPES[cfg.dtype])
-        n_tok += len(real)
-    return n_tok
