@@ -42,15 +42,24 @@ def _scatter_rows(idx_BK: Tensor, coeff_BK: Tensor, rows_BD: Tensor, n_rows: int
 
 
 def _csr_transpose(idx_BK: Tensor, coeff_BK: Tensor, n_rows: int) -> Tensor:
-    """The [F, B] CSR matrix Sᵀ of the sparse codes S[b, idx[b,k]] = coeff[b,k]."""
+    """The [F, B] CSR matrix Sᵀ of the sparse codes S[b, idx[b,k]] = coeff[b,k].
+
+    The sparsity pattern depends on idx only, and a step's two scatters (dW_dec, dW_enc) share
+    one idx, so the pattern is computed once and kept on the idx tensor for the second call."""
     B, K = idx_BK.shape
-    flat = idx_BK.reshape(-1)
-    order = flat.argsort(stable=True)  # stable: a deterministic summation order per row
-    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=flat.device)
-    crow[1:] = torch.bincount(flat, minlength=n_rows).cumsum(0)
+    pattern = getattr(idx_BK, "_csr_pattern", None)
+    if pattern is None or pattern[0] != n_rows:
+        flat = idx_BK.reshape(-1)
+        # stable: a deterministic summation order per row; int32 keys sort ~9x faster than int64
+        order = flat.to(torch.int32).argsort(stable=True)
+        crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=flat.device)
+        crow[1:] = torch.bincount(flat, minlength=n_rows).cumsum(0)
+        pattern = (n_rows, order, crow, order // K)
+        idx_BK._csr_pattern = pattern
+    _, order, crow, col = pattern
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(crow, order // K, coeff_BK.reshape(-1)[order], (n_rows, B))
+        return torch.sparse_csr_tensor(crow, col, coeff_BK.reshape(-1)[order], (n_rows, B))
 
 
 def _gather_dot(idx_BK: Tensor, table_FD: Tensor, rows_BD: Tensor) -> Tensor:

@@ -54,8 +54,8 @@ class Trainer:
             self.sae.selection_dtype = getattr(torch, self.cfg.selection_dtype)
         self.params = [p for p in self.sae.parameters() if p.requires_grad]
         lr = self.cfg.lr if self.cfg.lr is not None else default_lr(sae_cfg.n_latents)
-        fused = self.device.type == "cuda"  # the fused Adam is 3x faster on GPU; CPU has none
-        self.opt = torch.optim.Adam(self.params, lr=lr, betas=self.cfg.betas, eps=self.cfg.eps, fused=fused or None)
+        # the fused Adam: one pass over each parameter instead of ~6 (GPU and, since torch 2.4, CPU)
+        self.opt = torch.optim.Adam(self.params, lr=lr, betas=self.cfg.betas, eps=self.cfg.eps, fused=True)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lr_lambda(self.cfg.steps, self.cfg.warmup_steps, self.cfg.decay_fraction)
         )
