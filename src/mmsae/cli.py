@@ -39,3 +39,5 @@ from mmsae.explain.cli import serve_explainer_command  # noqa: E402
 app.command("train")(train_command)
 app.command("eval-sae")(eval_sae_command)
 app.command("serve-explainer")(serve_explainer_command)
+from mmsae.explain.cli import explain_command  # noqa: E402
+app.command("explain")(explain_command)

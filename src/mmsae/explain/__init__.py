@@ -40,5 +40,7 @@ def explain(features: list[int], image_sets: list[list[Image.Image]], backend, t
     return out
 
 
+from .run import ExplainConfig, run_explain  # noqa: E402  (run.py builds on explain() above)
+
 __all__ = ["explain", "Explanation", "PromptTemplate", "parse_answer", "HTTPExplainer", "HTTPExplainerConfig",
-           "LocalExplainer", "Completion"]
+           "LocalExplainer", "Completion", "ExplainConfig", "run_explain"]
