@@ -41,3 +41,5 @@ app.command("eval-sae")(eval_sae_command)
 app.command("serve-explainer")(serve_explainer_command)
 from mmsae.explain.cli import explain_command  # noqa: E402
 app.command("explain")(explain_command)
+from mmsae.index.cli import index_command  # noqa: E402
+app.command("index")(index_command)

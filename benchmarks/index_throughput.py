@@ -1,0 +1,117 @@
+"""Feature-index throughput: tokens/s of `build_index` on the zoo subject with a random TopK SAE.
+
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/index_throughput.py [--records 512] [--json]
+    python benchmarks/index_throughput.py --device cuda --latents 16384 --k 32
+
+Reported, in one process on one device, over the same world records ("<image> {caption}" prompt):
+  - capture: the model alone (capture_batches with early exit at the SAE's layer), no SAE
+  - index:   the whole build_index (capture + SAE encode + running top-N + state saves + DuckDB write)
+  - update:  the SAE encode + top-N share of it, from summing IndexState.add_batch times
+tokens/s counts every token of every sequence (text, image and special).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _capture_only(model: str, data: str, prompt: str, layer: int, batch: int, device: str) -> tuple[float, int]:
+    from mmsae.data import open_source
+    from mmsae.models import load_adapter
+    from mmsae.store.stream import capture_batches
+
+    adapter = load_adapter(model, device=device)
+    source = open_source(data, prompt=prompt)
+    next(capture_batches(adapter, source, range(min(batch, len(source))), layer, batch, lambda *a: None))  # warm-up
+    _sync(device)
+    t0, tokens = time.perf_counter(), 0
+    for _, caps in capture_batches(adapter, source, range(len(source)), layer, batch, lambda *a: None):
+        tokens += sum(len(c.table) for c in caps)
+    _sync(device)
+    return time.perf_counter() - t0, tokens
+
+
+def main() -> None:
+    from mmsae.index import IndexConfig, build_index, open_index, read_meta
+    from mmsae.index.state import IndexState
+    from mmsae.sae import SAE, SAEConfig
+    from mmsae.zoo import model_dir
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=512)
+    ap.add_argument("--latents", type=int, default=1 << 14)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--layer", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--chunk-records", type=int, default=256)
+    ap.add_argument("--top-n", type=int, default=20)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = ap.parse_args()
+
+    model = str(model_dir("subject"))
+    data, prompt = f"world:n={args.records},seed=0", "<s> user : <image> {caption}"
+    tmp = Path(tempfile.mkdtemp(prefix="mmsae-index-bench-"))
+    try:
+        torch.manual_seed(0)
+        sae = SAE.from_config(SAEConfig(kind="topk", d_in=128, n_latents=args.latents, k=args.k,
+                                        hook_layer=args.layer))
+        sae.save_pretrained(tmp / "sae")
+        cap_s, cap_tokens = _capture_only(model, data, prompt, args.layer, args.batch_size, args.device)
+
+        update_s = [0.0]
+        add_batch = IndexState.add_batch
+
+        def timed(self, captured, sae, block):  # time the SAE + top-N part inside the real build
+            _sync(args.device)
+            t = time.perf_counter()
+            n = add_batch(self, captured, sae, block)
+            _sync(args.device)
+            update_s[0] += time.perf_counter() - t
+            return n
+
+        IndexState.add_batch = timed
+        cfg = IndexConfig(out=str(tmp / "index"), sae=str(tmp / "sae"), model=model, data=data, prompt=prompt,
+                          top_n=args.top_n, batch_size=args.batch_size, chunk_records=args.chunk_records,
+                          device=args.device, progress=False)
+        t0 = time.perf_counter()
+        build_index(cfg)
+        index_s = time.perf_counter() - t0
+        IndexState.add_batch = add_batch
+        con = open_index(cfg.out)
+        meta = read_meta(con)
+        con.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    tokens = int(meta["n_tokens"])
+    result = {
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "torch_threads": torch.get_num_threads(), "records": args.records, "tokens": tokens,
+        "n_latents": args.latents, "k": args.k, "top_n": args.top_n, "batch_size": args.batch_size,
+        "capture_tokens_per_s": cap_tokens / cap_s, "index_tokens_per_s": tokens / index_s,
+        "update_tokens_per_s": tokens / max(update_s[0], 1e-9), "index_seconds": index_s,
+        "update_seconds": update_s[0], "capture_seconds": cap_s,
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(f"{result['device']}: {tokens:,} tokens, {args.latents:,} latents (k={args.k}), top-{args.top_n}")
+    for name in ("capture", "index", "update"):
+        print(f"  {name:8s} {result[f'{name}_tokens_per_s']:>12,.0f} tok/s  ({result[f'{name}_seconds']:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()

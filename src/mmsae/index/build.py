@@ -1,0 +1,301 @@
+"""`build_index`: stream a data source through the model (early exit at the SAE's layer) and the SAE,
+keep the running top-N per feature, and write the DuckDB index.
+
+Resume: records are processed in chunks of `chunk_records`; after each chunk the running state is
+saved atomically (torch.save to a temp file + os.replace) with the next record index, and the chunk's
+sample/image geometry goes to its own Parquet file. A killed run restarts at the last saved chunk
+with the same batches, so it ends with the same index as an uninterrupted one. The DuckDB file is
+written under a temporary name and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from mmsae.models.table import IMAGE
+
+from .db import CHUNK_SCHEMAS, FORMAT, INDEX_FILE, chunk_file, write_index
+from .state import IndexState, image_key, key_problem, split_image_key
+
+CONFIG_FILE = "index.json"
+REJECTS_FILE = "rejects.jsonl"
+STATE_DIR = "state"
+STATE_FILE = "state.pt"
+RANK_BY = ("max", "mean")
+
+
+def default_model() -> str:
+    from mmsae.zoo import model_dir
+
+    return str(model_dir("subject"))
+
+
+@dataclass
+class IndexConfig:
+    out: str  # index directory: index.duckdb, rejects.jsonl, index.json (and state/ while running)
+    sae: str  # SAE checkpoint folder (mmsae, SAELens or sparsify format)
+    model: str = field(default_factory=default_model)
+    data: str = "world:n=1000,seed=0"
+    prompt: str | None = None  # None: the source's default ("<image>" for images)
+    layer: int | None = None  # None: the SAE's recorded hook layer
+    top_n: int = 20  # top images per feature
+    rank_by: str = "max"  # max | mean: over the image's tokens
+    n_text: int = 20  # top text tokens per feature (0: none)
+    context_before: int = 8  # tokens shown before / after a text token in its context
+    context_after: int = 4
+    batch_size: int = 8  # sequences per forward pass
+    chunk_records: int = 256  # records between two saves of the running state (the unit of resume)
+    sae_batch_tokens: int = 4096  # tokens per SAE encode call (TopK builds a dense [tokens, F] matrix)
+    max_records: int | None = None
+    max_seq_len: int | None = None  # longer sequences are rejected
+    max_image_pixels: int = 64_000_000
+    device: str = "auto"  # auto: cuda when available, else cpu
+    model_dtype: str | None = None  # e.g. bfloat16 on GPU; None keeps the checkpoint's
+    progress: bool = True
+
+    def identity(self) -> dict:
+        """What must match for a rerun to resume into (or reuse) the same directory."""
+        skip = ("out", "sae", "model", "device", "progress")
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+def _check_config(cfg: IndexConfig) -> None:
+    if cfg.rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {RANK_BY}, got {cfg.rank_by!r}")
+    for name in ("top_n", "batch_size", "chunk_records", "sae_batch_tokens"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("n_text", "context_before", "context_after"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.model_dtype is not None and cfg.model_dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"model_dtype must be float32, bfloat16 or float16, got {cfg.model_dtype!r}")
+
+
+def check_model_and_sae(cfg: IndexConfig, sae) -> int:
+    """The layer to capture; clear errors for a width or layer mismatch, before the model is loaded."""
+    from transformers import AutoConfig
+
+    from mmsae.models.base import AdapterError
+    from mmsae.models.registry import adapter_class
+
+    path = Path(cfg.model)
+    if not (path / "config.json").is_file():
+        raise AdapterError(f"model {path} is not a model directory (no config.json)")
+    config = AutoConfig.from_pretrained(path)
+    adapter_class(config.model_type)
+    text = config.get_text_config()
+    d_model, n_layers = int(text.hidden_size), getattr(text, "num_hidden_layers", None)
+    if sae.cfg.d_in != d_model:
+        raise ValueError(f"SAE {cfg.sae} has d_in {sae.cfg.d_in} but model {path} has d_model {d_model}: "
+                         "the SAE was trained on another model")
+    hook = sae.cfg.hook_layer
+    if cfg.layer is None and hook is None:
+        raise ValueError(f"SAE {cfg.sae} records no hook layer; pass the layer it was trained on (--layer)")
+    if cfg.layer is not None and hook is not None and cfg.layer != hook:
+        raise ValueError(f"layer {cfg.layer} was requested but SAE {cfg.sae} was trained on layer {hook}")
+    layer = hook if cfg.layer is None else cfg.layer
+    if n_layers is not None and not 0 <= layer < n_layers:
+        raise AdapterError(f"layer {layer} is out of range: model {path} has {n_layers} decoder blocks "
+                           f"(0..{n_layers - 1})")
+    return int(layer)
+
+
+def _check_resume(root: Path, identity: dict) -> None:
+    path = root / CONFIG_FILE
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != identity:
+            diff = {k: (before.get(k), identity.get(k)) for k in sorted(set(before) | set(identity))
+                    if before.get(k) != identity.get(k)}
+            raise ValueError(f"{root} holds an index made with other settings {diff}; use a new --out")
+    else:
+        from mmsae.io import write_json
+
+        write_json(path, identity)
+
+
+class Rejects:
+    """rejects.jsonl, truncated on resume to what the last saved chunk had written."""
+
+    def __init__(self, path: Path, keep_bytes: int):
+        self.path = path
+        with open(path, "ab") as fh:
+            fh.truncate(keep_bytes)
+        self.fh = open(path, "ab")  # noqa: SIM115 (closed by close())
+
+    def __call__(self, index: int, sample_id: str, reason: str) -> None:
+        self.fh.write((json.dumps({"index": index, "id": sample_id, "reason": reason}) + "\n").encode())
+
+    def sync(self) -> int:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        return self.fh.tell()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class ChunkBuffer:
+    """Samples and image geometry of the records of one chunk; written (only the rows still
+    referenced by some top-N) to the chunk's Parquet files when the chunk ends."""
+
+    def __init__(self):
+        self.rows = {t: [] for t in CHUNK_SCHEMAS}
+
+    def add(self, captured: list) -> None:
+        for c in captured:
+            t = c.table
+            self.rows["samples"].append({"sample": c.index, "sample_id": c.id, "n_images": len(c.record.images),
+                                         "text": c.record.text})
+            for m, image in enumerate(c.record.images):
+                sel = np.flatnonzero((t.modality == IMAGE) & (t.image_index == m))
+                self.rows["images"].append({"sample": c.index, "image_index": m, "width": image.width,
+                                            "height": image.height, "n_patches": len(sel)})
+                self.rows["patches"].append((c.index, m, t.tile[sel], t.patch_row[sel], t.patch_col[sel], t.box[sel]))
+
+    def write(self, state_dir: Path, chunk: int, image_keys: np.ndarray, text_samples: np.ndarray) -> None:
+        from mmsae.store.files import atomic_path
+
+        keys = set(image_keys.tolist())
+        samples = {int(split_image_key(k)[0]) for k in keys} | set(text_samples.tolist())
+        tables = {
+            "samples": [r for r in self.rows["samples"] if r["sample"] in samples],
+            "images": [r for r in self.rows["images"] if int(image_key(r["sample"], r["image_index"])) in keys],
+        }
+        cols: dict[str, list] = {n: [] for n in CHUNK_SCHEMAS["patches"].names}
+        for sample, m, tile, row, col, box in self.rows["patches"]:
+            if int(image_key(sample, m)) not in keys:
+                continue
+            n = len(tile)
+            for name, arr in (("sample", np.full(n, sample)), ("image_index", np.full(n, m)), ("ord", np.arange(n)),
+                              ("tile", tile), ("patch_row", row), ("patch_col", col), ("x0", box[:, 0]),
+                              ("y0", box[:, 1]), ("x1", box[:, 2]), ("y1", box[:, 3])):
+                cols[name].append(arr)
+        for name, schema in CHUNK_SCHEMAS.items():
+            if name == "patches":
+                arrays = [np.concatenate(cols[f.name]) if cols[f.name] else np.zeros(0) for f in schema]
+                table = pa.table([pa.array(a).cast(f.type) for a, f in zip(arrays, schema)], schema=schema)
+            else:
+                table = pa.Table.from_pylist(tables[name], schema=schema)
+            with atomic_path(chunk_file(state_dir, name, chunk)) as tmp:
+                pq.write_table(table, tmp)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_index(cfg: IndexConfig, on_chunk: Callable[[int, int], None] | None = None) -> Path:
+    """Build (or resume, or reuse) the index in cfg.out; returns the path of index.duckdb.
+
+    `on_chunk(chunk, next_record)` is called after each chunk's state is saved (progress hooks; an
+    exception from it stops the build, which a rerun resumes)."""
+    from mmsae.data import open_source
+    from mmsae.sae import SAE
+    from mmsae.store.files import model_fingerprint
+
+    _check_config(cfg)
+    if not Path(cfg.sae).exists():
+        raise FileNotFoundError(f"no SAE checkpoint at {cfg.sae}")
+    sae = SAE.from_pretrained(cfg.sae)
+    layer = check_model_and_sae(cfg, sae)
+    source = open_source(cfg.data, prompt=cfg.prompt, max_pixels=cfg.max_image_pixels)
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    identity = {**cfg.identity(), "layer": layer, "model_fingerprint": model_fingerprint(cfg.model),
+                "sae_fingerprint": model_fingerprint(cfg.sae), "source": source.describe()}
+    _check_resume(root, identity)
+    final, state_dir = root / INDEX_FILE, root / STATE_DIR
+    if final.exists():  # complete; explain/score may have added rows since, so never rebuild
+        shutil.rmtree(state_dir, ignore_errors=True)
+        return final
+    state_dir.mkdir(exist_ok=True)
+    for p in list(root.glob(".*.tmp-*")) + list(state_dir.glob(".*.tmp-*")):
+        p.unlink(missing_ok=True)  # left by a killed run; their work is redone
+
+    device = _device(cfg.device)
+    state = IndexState(sae.cfg.n_latents, cfg.top_n, cfg.n_text, cfg.rank_by,
+                       (cfg.context_before, cfg.context_after), device)
+    saved = torch.load(state_dir / STATE_FILE, weights_only=True) if (state_dir / STATE_FILE).exists() else None
+    next_record, reject_bytes = 0, 0
+    if saved is not None:
+        state.load_state_dict(saved["state"])
+        next_record, reject_bytes = int(saved["next_record"]), int(saved["reject_bytes"])
+    n_records = len(source) if cfg.max_records is None else min(len(source), cfg.max_records)
+    rejects = Rejects(root / REJECTS_FILE, reject_bytes)
+    try:
+        if next_record < n_records:
+            from mmsae.models import load_adapter
+
+            dtype = getattr(torch, cfg.model_dtype) if cfg.model_dtype else None
+            adapter = load_adapter(cfg.model, dtype=dtype, device=str(device))
+            adapter.check_layer(layer)
+            sae = sae.to(device).eval()
+            _run(cfg, adapter, sae, source, layer, state, state_dir, rejects, next_record, n_records, on_chunk)
+        n_rejects = sum(1 for _ in open(root / REJECTS_FILE, "rb"))
+    finally:
+        rejects.close()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    meta = {"format": FORMAT, "model": str(cfg.model), "model_fingerprint": identity["model_fingerprint"],
+            "sae": str(cfg.sae), "sae_fingerprint": identity["sae_fingerprint"], "layer": layer, "data": cfg.data,
+            "prompt": source.prompt, "source": identity["source"], "top_n": cfg.top_n, "rank_by": cfg.rank_by,
+            "n_text": cfg.n_text, "context": [cfg.context_before, cfg.context_after], "n_records": n_records,
+            "n_rejects": n_rejects, "n_latents": sae.cfg.n_latents, "sae_kind": sae.cfg.kind, "d_in": sae.cfg.d_in,
+            "k": sae.cfg.k, "image_size": identity["source"].get("image_size"),
+            "special_tokens": "counted in n_fires, frequency and n_special_fires; not in image_share, "
+                              "examples (image tokens only) or text_contexts (text tokens only)",
+            **state.counts}
+    tmp = root / f".{INDEX_FILE}.tmp-{os.getpid()}"
+    write_index(tmp, meta, state, state_dir, lambda ids: tokenizer.batch_decode(ids))
+    os.replace(tmp, final)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return final
+
+
+def _run(cfg, adapter, sae, source, layer, state, state_dir, rejects, start, n_records, on_chunk) -> None:
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mmsae.store.files import atomic_path
+    from mmsae.store.stream import capture_batches
+
+    R = cfg.chunk_records
+    columns = [TextColumn("index"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[tps]} tok/s")]
+    with Progress(*columns, disable=not cfg.progress) as bar:
+        task = bar.add_task("records", total=n_records, completed=start, tps="-")
+        t0, n_tok = time.perf_counter(), 0
+        for lo in range(start, n_records, R):
+            chunk, hi = lo // R, min(lo + R, n_records)
+            buffer = ChunkBuffer()
+            for consumed, captured in capture_batches(adapter, source, range(lo, hi), layer, cfg.batch_size,
+                                                      rejects, cfg.max_seq_len):
+                for c in captured:
+                    if key_problem(c) is not None:
+                        rejects(c.index, c.id, key_problem(c))
+                captured = [c for c in captured if key_problem(c) is None]
+                n_tok += state.add_batch(captured, sae, cfg.sae_batch_tokens)
+                buffer.add(captured)
+                bar.update(task, advance=len(consumed), tps=f"{n_tok / max(time.perf_counter() - t0, 1e-9):,.0f}")
+            buffer.write(state_dir, chunk, *state.referenced())
+            saved = {"state": state.state_dict(), "next_record": hi, "reject_bytes": rejects.sync()}
+            with atomic_path(state_dir / STATE_FILE) as tmp:
+                torch.save(saved, tmp)
+            if on_chunk is not None:
+                on_chunk(chunk, hi)

@@ -1,0 +1,282 @@
+"""The running state of an index build: feature statistics, top-N images and text tokens per feature,
+and the sparse patch maps of the images that are currently in some top-N.
+
+Everything lives on one device as tensors; `state_dict()` moves it to the CPU for an atomic save.
+Memory is bounded by the number of features times N (times the patches an image has), never by the
+number of tokens seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmsae.models.table import IMAGE, SPECIAL, TEXT
+
+from .topn import RunningTopN
+
+# Keys order items by sample first, so that ties go to the earlier sample.
+IMAGE_BITS = 12  # image key = sample << 12 | image_index
+POSITION_BITS = 20  # text key = sample << 20 | position
+MAX_SAMPLE = 1 << 40
+IMAGE_MARK = -2  # a whole image inside a text context window
+NO_TOKEN = -1  # beyond the sequence
+
+
+def image_key(sample: int | Tensor | np.ndarray, image_index):
+    return (sample << IMAGE_BITS) | image_index
+
+
+def split_image_key(key):
+    return key >> IMAGE_BITS, key & ((1 << IMAGE_BITS) - 1)
+
+
+def text_key(sample, position):
+    return (sample << POSITION_BITS) | position
+
+
+def split_text_key(key):
+    return key >> POSITION_BITS, key & ((1 << POSITION_BITS) - 1)
+
+
+def key_problem(captured) -> str | None:
+    """Why a captured record cannot be keyed in the index (None when it can)."""
+    t = captured.table
+    if captured.index >= MAX_SAMPLE:
+        return f"record index {captured.index} >= {MAX_SAMPLE}"
+    if len(t) and int(t.position.max()) >= 1 << POSITION_BITS:
+        return f"sequence of {int(t.position.max()) + 1} tokens > {1 << POSITION_BITS} (index key limit)"
+    if len(t) and int(t.image_index.max()) >= 1 << IMAGE_BITS:
+        return f"{int(t.image_index.max()) + 1} images > {1 << IMAGE_BITS} (index key limit)"
+    return None
+
+
+@dataclass
+class TokenBatch:
+    """Per-token metadata of one batch of captured sequences, concatenated in capture order."""
+
+    sample_T: Tensor  # record index
+    modality_T: Tensor  # TEXT / IMAGE / SPECIAL
+    position_T: Tensor
+    slot_T: Tensor  # image slot in the batch for IMAGE tokens, else -1
+    ord_T: Tensor  # index of the token among its image's IMAGE tokens, else -1
+    disp_T: Tensor  # index into display_ids for non-image tokens, else -1
+    lo_T: Tensor  # the token's sequence spans display_ids[lo:hi]
+    hi_T: Tensor
+    display_ids: Tensor  # token ids with each image collapsed to IMAGE_MARK (for text contexts)
+    slot_key: Tensor  # [I] image key of each slot
+    slot_tokens: Tensor  # [I] number of IMAGE tokens of each slot
+
+
+def token_batch(captured: list, device: torch.device) -> TokenBatch:
+    """Build the per-token metadata of a batch from the captured records' token tables."""
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("sample", "mod", "pos", "slot", "ord", "disp", "lo", "hi")}
+    display: list[np.ndarray] = []
+    slot_key: list[int] = []
+    slot_tokens: list[int] = []
+    n_disp = 0
+    for c in captured:
+        t = c.table
+        S = len(t)
+        if key_problem(c) is not None:
+            raise ValueError(f"record {c.id}: {key_problem(c)}")
+        mod = t.modality.astype(np.int64)
+        img = t.image_index.astype(np.int64)
+        slot = np.full(S, -1, np.int64)
+        ord_ = np.full(S, -1, np.int64)
+        for m in np.unique(img[(mod == IMAGE) & (img >= 0)]):
+            sel = np.flatnonzero((mod == IMAGE) & (img == m))
+            slot[sel] = len(slot_key)
+            ord_[sel] = np.arange(len(sel))
+            slot_key.append(int(image_key(c.index, int(m))))
+            slot_tokens.append(len(sel))
+        # Display stream: every token outside images, and one mark per image (its run of tokens).
+        in_image = img >= 0
+        run_start = in_image & ~np.concatenate([[False], in_image[:-1]])
+        shown = ~in_image | run_start
+        ids = np.where(in_image, IMAGE_MARK, t.token_id).astype(np.int64)[shown]
+        disp = np.full(S, -1, np.int64)
+        disp[shown] = n_disp + np.arange(int(shown.sum()))
+        disp[in_image] = -1
+        for name, arr in (("sample", np.full(S, c.index, np.int64)), ("mod", mod),
+                          ("pos", t.position.astype(np.int64)), ("slot", slot), ("ord", ord_), ("disp", disp),
+                          ("lo", np.full(S, n_disp, np.int64)), ("hi", np.full(S, n_disp + len(ids), np.int64))):
+            cols[name].append(arr)
+        display.append(ids)
+        n_disp += len(ids)
+
+    def cat(name):
+        return torch.as_tensor(np.concatenate(cols[name]) if cols[name] else np.zeros(0, np.int64), device=device)
+
+    return TokenBatch(cat("sample"), cat("mod"), cat("pos"), cat("slot"), cat("ord"), cat("disp"), cat("lo"),
+                      cat("hi"), torch.as_tensor(np.concatenate(display) if display else np.zeros(0, np.int64),
+                                                 device=device),
+                      torch.as_tensor(slot_key, dtype=torch.int64, device=device),
+                      torch.as_tensor(slot_tokens, dtype=torch.int64, device=device))
+
+
+def sparse_entries(sae, acts_TD: Tensor, block: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(token, feature, activation) of every activation > 0, encoding `block` tokens at a time
+    (a TopK encoder builds a dense [tokens, F] pre-activation)."""
+    toks, feats, vals = [], [], []
+    for s in range(0, acts_TD.shape[0], block):
+        codes = sae.encode(acts_TD[s:s + block])
+        v = codes.values
+        if codes.indices is None:
+            tok, feat = torch.nonzero(v > 0, as_tuple=True)
+            val = v[tok, feat]
+        else:
+            mask = v > 0
+            tok = torch.arange(v.shape[0], device=v.device)[:, None].expand_as(v)[mask]
+            feat, val = codes.indices[mask], v[mask]
+        toks.append(tok + s)
+        feats.append(feat.long())
+        vals.append(val.float())
+    if not toks:
+        z = torch.zeros(0, dtype=torch.int64, device=acts_TD.device)
+        return z, z, torch.zeros(0, device=acts_TD.device)
+    return torch.cat(toks), torch.cat(feats), torch.cat(vals)
+
+
+class IndexState:
+    def __init__(self, n_latents: int, top_n: int, n_text: int, rank_by: str, context: tuple[int, int],
+                 device: torch.device | str):
+        if rank_by not in ("max", "mean"):
+            raise ValueError(f"rank_by must be 'max' or 'mean', got {rank_by!r}")
+        F = n_latents
+        self.device = torch.device(device)
+        self.rank_by = rank_by
+        self.before, self.after = context
+        width = self.before + 1 + self.after
+        self.images = RunningTopN(F, top_n, {"max": ((), torch.float32), "mean": ((), torch.float32)}, device)
+        self.texts = RunningTopN(F, max(n_text, 1), {"window": ((width,), torch.int32)}, device)
+        self.n_text = n_text
+        z = lambda dtype: torch.zeros(F, dtype=dtype, device=device)  # noqa: E731
+        self.stats = {"n_fires": z(torch.int64), "n_image_fires": z(torch.int64), "n_text_fires": z(torch.int64),
+                      "n_special_fires": z(torch.int64), "sum_act": z(torch.float64), "max_act": z(torch.float32)}
+        self.counts = {"n_tokens": 0, "n_image_tokens": 0, "n_text_tokens": 0, "n_special_tokens": 0, "n_samples": 0}
+        # Patch entries of (feature, image) pairs in the top-N; evicted pairs linger until compact().
+        self.pool: dict[str, list[Tensor]] = {"feature": [], "key": [], "ord": [], "act": []}
+        self.pool_live = 0  # entries after the last compaction
+        self.pool_size = 0
+
+    @torch.no_grad()
+    def add_batch(self, captured: list, sae, sae_block: int) -> int:
+        """Fold one batch of captured sequences in; returns its number of tokens."""
+        if not captured:
+            return 0
+        tb = token_batch(captured, self.device)
+        acts_TD = torch.cat([c.acts_SD.to(self.device) for c in captured])
+        tok_E, feat_E, val_E = sparse_entries(sae, acts_TD, sae_block)
+        mod_E = tb.modality_T[tok_E]
+        self._stats(tb, feat_E, val_E, mod_E)
+        self._images(tb, tok_E[mod_E == IMAGE], feat_E[mod_E == IMAGE], val_E[mod_E == IMAGE])
+        if self.n_text > 0:
+            self._texts(tb, tok_E[mod_E == TEXT], feat_E[mod_E == TEXT], val_E[mod_E == TEXT])
+        self.counts["n_samples"] += len(captured)
+        return int(acts_TD.shape[0])
+
+    def _stats(self, tb: TokenBatch, feat_E: Tensor, val_E: Tensor, mod_E: Tensor) -> None:
+        s, c = self.stats, self.counts
+        ones = torch.ones_like(feat_E)
+        s["n_fires"].index_add_(0, feat_E, ones)
+        for name, code in (("n_image_fires", IMAGE), ("n_text_fires", TEXT), ("n_special_fires", SPECIAL)):
+            m = mod_E == code
+            s[name].index_add_(0, feat_E[m], ones[m])
+        s["sum_act"].index_add_(0, feat_E, val_E.double())
+        s["max_act"].scatter_reduce_(0, feat_E, val_E, "amax")
+        c["n_tokens"] += int(tb.modality_T.numel())
+        for name, code in (("n_image_tokens", IMAGE), ("n_text_tokens", TEXT), ("n_special_tokens", SPECIAL)):
+            c[name] += int((tb.modality_T == code).sum())
+
+    def _images(self, tb: TokenBatch, tok_E: Tensor, feat_E: Tensor, val_E: Tensor) -> None:
+        n_slots = len(tb.slot_key)
+        if len(tok_E) == 0 or n_slots == 0:
+            return
+        slot_E = tb.slot_T[tok_E]
+        pair_u, inv_E = torch.unique(feat_E * n_slots + slot_E, return_inverse=True)
+        max_u = torch.zeros(len(pair_u), device=self.device).scatter_reduce_(0, inv_E, val_E, "amax")
+        sum_u = torch.zeros(len(pair_u), dtype=torch.float64, device=self.device).index_add_(0, inv_E, val_E.double())
+        feat_u, slot_u = pair_u // n_slots, pair_u % n_slots
+        # Means rounded to float32: the activations' own precision, and the same however summed.
+        mean_u = (sum_u / tb.slot_tokens[slot_u].clamp_min(1)).float()
+        key_u = tb.slot_key[slot_u]
+        score_u = max_u if self.rank_by == "max" else mean_u
+        kept_u = self.images.update(feat_u, score_u, key_u, {"max": max_u, "mean": mean_u})
+        keep_mask_u = torch.zeros(len(pair_u), dtype=torch.bool, device=self.device)
+        keep_mask_u[kept_u] = True
+        keep_E = keep_mask_u[inv_E]
+        if bool(keep_E.any()):
+            self._pool_add(feat_E[keep_E], tb.slot_key[slot_E[keep_E]], tb.ord_T[tok_E[keep_E]], val_E[keep_E])
+
+    def _texts(self, tb: TokenBatch, tok_E: Tensor, feat_E: Tensor, val_E: Tensor) -> None:
+        if len(tok_E) == 0:
+            return
+        key_E = (tb.sample_T[tok_E] << POSITION_BITS) | tb.position_T[tok_E]
+        offsets_W = torch.arange(-self.before, self.after + 1, device=self.device)
+
+        def windows(idx: Tensor) -> dict[str, Tensor]:
+            t = tok_E[idx]
+            pos_CW = tb.disp_T[t][:, None] + offsets_W
+            ok = (pos_CW >= tb.lo_T[t][:, None]) & (pos_CW < tb.hi_T[t][:, None])
+            ids = tb.display_ids[pos_CW.clamp(0, max(len(tb.display_ids) - 1, 0))]
+            return {"window": torch.where(ok, ids, torch.full_like(ids, NO_TOKEN)).int()}
+
+        self.texts.update(feat_E, val_E, key_E, windows)
+
+    # -- patch pool ---------------------------------------------------------------------------------
+    def _pool_add(self, feat: Tensor, key: Tensor, ord_: Tensor, act: Tensor) -> None:
+        for name, t in (("feature", feat.int()), ("key", key), ("ord", ord_.int()), ("act", act.float())):
+            self.pool[name].append(t)
+        self.pool_size += len(feat)
+        if self.pool_size > max(1 << 22, 2 * self.pool_live):
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop the patch entries of evicted (feature, image) pairs; concatenate the rest."""
+        if not self.pool["feature"]:
+            return
+        cat = {k: torch.cat(v) for k, v in self.pool.items()}
+        live = self.images.contains(cat["feature"], cat["key"])
+        self.pool = {k: [v[live]] for k, v in cat.items()}
+        self.pool_live = self.pool_size = int(live.sum())
+
+    def pool_tensors(self) -> dict[str, Tensor]:
+        self.compact()
+        if not self.pool["feature"]:
+            z = torch.zeros(0, dtype=torch.int32)
+            return {"feature": z, "key": z.long(), "ord": z, "act": z.float()}
+        return {k: v[0].cpu() for k, v in self.pool.items()}
+
+    def to(self, device: torch.device | str) -> IndexState:
+        """Move everything (e.g. to the CPU before the final write)."""
+        self.device = torch.device(device)
+        self.images.to(device)
+        self.texts.to(device)
+        self.stats = {k: v.to(device) for k, v in self.stats.items()}
+        self.pool = {k: [t.to(device) for t in v] for k, v in self.pool.items()}
+        return self
+
+    # -- save / load --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"images": self.images.state_dict(), "texts": self.texts.state_dict(),
+                "stats": {k: v.cpu() for k, v in self.stats.items()}, "counts": dict(self.counts),
+                "pool": self.pool_tensors()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.images.load_state_dict(state["images"])
+        self.texts.load_state_dict(state["texts"])
+        for k, v in self.stats.items():
+            v.copy_(state["stats"][k])
+        self.counts = dict(state["counts"])
+        self.pool = {k: [v.to(self.device)] for k, v in state["pool"].items()}
+        self.pool_live = self.pool_size = len(state["pool"]["feature"])
+
+    def referenced(self) -> tuple[np.ndarray, np.ndarray]:
+        """(image keys, text-context samples) currently in some top-N."""
+        img = self.images.key_FN[self.images.filled()]
+        txt = self.texts.key_FN[self.texts.filled()] >> POSITION_BITS
+        return torch.unique(img).cpu().numpy(), torch.unique(txt).cpu().numpy()
