@@ -17,7 +17,7 @@ from mmsae.train.loop import Trainer
 
 
 def train_command(
-    store: Path = typer.Option(..., "--store", help="Activation store folder, or a .safetensors/.pt file of [N, D] activations."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Activation store folder, or a .safetensors/.pt file of [N, D] activations."),
     out: Path = typer.Option(..., "--out", help="Output folder: checkpoint.pt, sae/, metrics.jsonl, curves.png. Rerun to resume."),
     kind: str = typer.Option("topk", help="topk | batchtopk | relu | jumprelu"),
     k: int = typer.Option(32, help="Active latents per token (topk, batchtopk)."),
@@ -40,32 +40,66 @@ def train_command(
     device: str = typer.Option("cpu", help="cpu or cuda (bf16 autocast is used on cuda)."),
     autocast: bool = typer.Option(True, help="bf16 autocast on CUDA."),
     normalize: bool = typer.Option(True, help="Scale inputs to E‖x‖ = √d while training (folded into the saved SAE)."),
+    online: bool = typer.Option(False, "--online", help="Harvest on the fly instead of reading --store (nothing written to disk)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Online: model directory (default: the zoo subject)."),
+    data: str = typer.Option("world:n=1000,seed=0", "--data", help="Online: data spec, as for `mmsae harvest`."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Online: prompt template with <image> and {text}."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Online: decoder block L, 0-indexed."),
+    select: str = typer.Option("all", "--select", help="Online: tokens that train the SAE: all | image | text."),
+    window_tokens: int = typer.Option(65_536, help="Online: tokens per shuffle window (held in memory)."),
+    capture_batch_size: int = typer.Option(8, help="Online: records per forward pass of the model."),
+    max_seq_len: Optional[int] = typer.Option(None, help="Online: reject longer sequences."),
+    model_dtype: Optional[str] = typer.Option(None, help="Online: load the model in this dtype (e.g. bfloat16)."),
 ) -> None:
-    """Train an SAE on harvested activations; under torchrun it trains data-parallel."""
+    """Train an SAE on harvested activations (--store) or harvesting on the fly (--online); under torchrun
+    it trains data-parallel."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     ctx = init_distributed(device)
     if ctx.world_size > 1 and batch_size % ctx.world_size:
         raise typer.BadParameter(f"--batch-size {batch_size} is not divisible by {ctx.world_size} ranks")
-    local_batch = batch_size // ctx.world_size if store.is_dir() else batch_size
-    source = open_source(store, local_batch, seed=seed, rank=ctx.rank, world_size=ctx.world_size)
+    if online == (store is not None):
+        raise typer.BadParameter("give either --store or --online (with --layer, --data, --model)")
+    if online:
+        if layer is None:
+            raise typer.BadParameter("--online needs --layer")
+        from mmsae.train.online import open_online
+
+        if model is None:
+            from mmsae.store.harvest import default_model
+
+            model = default_model()
+        try:
+            source = open_online(model, data, layer, batch_size, prompt=prompt, model_dtype=model_dtype, seed=seed,
+                                 tokens=select, window_tokens=window_tokens, capture_batch_size=capture_batch_size,
+                                 max_seq_len=max_seq_len, device="cuda" if device.startswith("cuda") else "cpu")
+        except (ValueError, FileNotFoundError) as e:  # AdapterError is a ValueError
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+    else:
+        local_batch = batch_size // ctx.world_size if store.is_dir() else batch_size
+        source = open_source(store, local_batch, seed=seed, rank=ctx.rank, world_size=ctx.world_size)
     if steps is None:
         if tokens is None:
             raise typer.BadParameter("give --steps or --tokens")
         steps = max(1, tokens // batch_size)
-    norm_scale = hook_layer = model = None
+    norm_scale = hook_layer = model_path = None
     if isinstance(source, StoreBatches):
         manifest = source.manifest
         if manifest.get("mean_norm"):
             norm_scale = math.sqrt(source.d_in) / float(manifest["mean_norm"])
         hook_layer = manifest.get("layer")
-        model = (manifest.get("model") or {}).get("path")
+        model_path = (manifest.get("model") or {}).get("path")
     cfg = TrainConfig(
         kind=kind, n_latents=latents, expansion=expansion, k=k, l1_coefficient=l1, auxk_alpha=auxk_alpha,
         dead_tokens=dead_tokens, steps=steps, lr=lr, warmup_steps=warmup, decay_fraction=decay_fraction,
         grad_clip=grad_clip or None, normalize=normalize, norm_scale=norm_scale, max_bad_batches=max_bad_batches,
         checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, device=device, autocast=autocast,
-        hook_layer=hook_layer, model=model,
+        hook_layer=hook_layer, model=model_path,
     )
+    if online:  # layer, model and the norm scale (first window) from the online source
+        from mmsae.train.online import prepare_online
+
+        prepare_online(cfg, source, out)
     trainer = Trainer(cfg, source, out, dist_ctx=ctx)
     try:
         sae = trainer.fit()
