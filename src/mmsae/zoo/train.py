@@ -40,13 +40,13 @@ from .lm import build_sequence, cosine_lr, lm_loss
 class ZooTrainConfig:
     seed: int = 0
     tower_images: int = 40_000
-    tower_steps: int = 2_000
+    tower_steps: int = 1_700
     subject_images: int = 30_000
-    subject_steps: int = 2_400
+    subject_steps: int = 2_000
     subject_turns: int = 6
     explainer_pool: int = 300  # forced images per explainable concept
-    explainer_steps: int = 1_500
-    clip_steps: int = 600
+    explainer_steps: int = 1_200
+    clip_steps: int = 500
     batch: int = 64
     threads: int = 2
 
