@@ -43,3 +43,5 @@ from mmsae.explain.cli import explain_command  # noqa: E402
 app.command("explain")(explain_command)
 from mmsae.index.cli import index_command  # noqa: E402
 app.command("index")(index_command)
+from mmsae.score.cli import score_command  # noqa: E402
+app.command("score")(score_command)

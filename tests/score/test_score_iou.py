@@ -1,16 +1,38 @@
-import numpy as np
+from math import comb
 
-from mmsae.score import WorldSegmenter, binarise, entity_concepts, iou, iou_score, random_region_iou, upsample
+import numpy as np
+import pytest
+
+from mmsae.score import (binarise, concept_groups, entity_concepts, explanation_class, iou, mean_iou, paint,
+                         random_region_iou, region_mask)
 from mmsae.world import World
+
+
+def grid_boxes(grid: int = 8, patch: int = 8) -> np.ndarray:
+    return np.array([[c * patch, r * patch, (c + 1) * patch, (r + 1) * patch] for r in range(grid) for c in range(grid)],
+                    dtype=float)
 
 
 def test_entity_extraction_uses_the_world_vocabulary():
     assert set(entity_concepts("Red striped stars? no: a red striped star")) == {"red", "striped", "star"}
     assert entity_concepts("the top-left corner") == ["top-left"]
     assert entity_concepts("something blurry") == []
+    assert entity_concepts("a striped red star") == ["striped", "red", "star"]  # in the order they are named
+    assert concept_groups("red star and grass") == [["red", "star"], ["grass"]]
 
 
-def test_iou_basics():
+def test_explanation_class_is_the_class_of_the_head_concept():
+    assert explanation_class("red") == "colour"
+    assert explanation_class("red star") == "object"
+    assert explanation_class("the roof of houses") == "part"
+    assert explanation_class("dotted") == "texture"
+    assert explanation_class("glass") == "material"
+    assert explanation_class("night sky") == "scene"
+    assert explanation_class("a blurry thing") == "other"
+    assert explanation_class(None) == "other"
+
+
+def test_iou_binarise_and_painting():
     a = np.zeros((4, 4), bool)
     a[:2] = True
     b = np.zeros((4, 4), bool)
@@ -18,17 +40,68 @@ def test_iou_basics():
     assert iou(a, b) == 4 / 12
     assert iou(a, a) == 1.0
     assert iou(np.zeros_like(a), np.zeros_like(a)) == 0.0
+    with pytest.raises(ValueError, match="different shapes"):
+        iou(a, np.zeros((2, 2), bool))
     assert binarise(np.array([[0.0, 1.0], [0.5, 0.05]]), 0.1).tolist() == [[False, True], [True, False]]
-    assert upsample(np.eye(2, dtype=bool), 4).sum() == 8
+    assert not binarise(np.zeros(3)).any()
+    # boxes in original pixels, NaN boxes paint nothing; adjacent boxes tile without gaps
+    m = paint(np.array([[0, 0, 4, 2], [4, 0, 8, 2], [np.nan] * 4]), (8, 3))
+    assert m.shape == (3, 8) and m[:2].all() and not m[2].any()
+    boxes = grid_boxes()
+    acts = np.zeros(64)
+    acts[[0, 9]] = [1.0, 0.2]
+    r = region_mask(boxes, acts, (64, 64))
+    assert r.sum() == 2 * 64 and r[:8, :8].all() and r[8:16, 8:16].all()
+    assert region_mask(boxes, acts, (64, 64), threshold=0.5).sum() == 64  # only the peak patch stays
 
 
 def test_an_ideal_feature_scores_far_above_random_regions():
-    seg = WorldSegmenter()
-    world = World()
+    from mmsae.score import WorldSegmenter
+
+    seg, world = WorldSegmenter(), World()
     idx = [i for i in range(60) if "red" in world[i].concepts()][:5]
-    maps = [world[i].patch_coverage(world[i].concept_mask("red")) for i in idx]
-    model = iou_score(seg.segment, "red", idx, maps, 64)
-    rand = random_region_iou(seg.segment, "red", idx, maps, 64, np.random.default_rng(0))
+    boxes = grid_boxes()
+    acts = [world[i].patch_coverage(world[i].concept_mask("red")).ravel() for i in idx]
+    regions = [region_mask(boxes, a, (64, 64)) for a in acts]
+    segs = [seg.segment(world[i].pil, "red", f"world-0-{i}") for i in idx]
+    model = mean_iou(segs, regions)
+    rand = random_region_iou(segs, [boxes] * len(idx), [int(binarise(a).sum()) for a in acts],
+                             np.random.default_rng(0), trials=50)
     assert model > 0.3
-    assert model > 4 * rand
-    assert iou_score(seg.segment, "nothing we know", idx, maps, 64) == 0.0
+    assert model > 4 * rand.mean
+    nothing = [seg.segment(world[i].pil, "nothing we know", f"world-0-{i}") for i in idx]
+    assert mean_iou(nothing, regions) == 0.0  # a phrase that grounds nothing counts as IoU 0
+
+
+def expected_random_iou(n: int, m: int, k: int) -> float:
+    """Closed form: a region of k patches drawn uniformly from n vs a fixed mask of exactly m patches.
+    The overlap x is hypergeometric and IoU = x / (k + m - x)."""
+    return sum(comb(m, x) * comb(n - m, k - x) / comb(n, k) * x / (k + m - x) for x in range(max(0, k + m - n), min(m, k) + 1))
+
+
+def test_random_region_baseline_matches_the_closed_form_and_is_seeded():
+    boxes = grid_boxes()
+    fixed = np.zeros(64)
+    fixed[[3, 4, 5, 11, 12, 13, 19, 20, 21, 40]] = 1.0
+    seg = region_mask(boxes, fixed, (64, 64))  # a mask of exactly 10 patches
+    b = random_region_iou([seg], [boxes], [6], np.random.default_rng(1), trials=3000)
+    want = expected_random_iou(64, 10, 6)
+    assert b.trials == 3000 and b.se > 0
+    assert abs(b.mean - want) < 4 * b.se, (b.mean, want, b.se)
+    assert b.se < 0.005  # enough trials for a stable mean
+    again = random_region_iou([seg], [boxes], [6], np.random.default_rng(1), trials=3000)
+    assert again == b
+    other = random_region_iou([seg], [boxes], [6], np.random.default_rng(2), trials=3000)
+    assert other.mean != b.mean
+    # the whole image as the region: every trial is the same (IoU = 10/64), so no spread
+    full = random_region_iou([seg], [boxes], [64], np.random.default_rng(0), trials=5)
+    assert full.mean == pytest.approx(10 / 64) and full.se == 0.0
+
+
+def test_random_region_skips_patches_without_pixels():
+    boxes = grid_boxes()
+    boxes[32:] = np.nan  # the lower half is padding: random regions can only land on the upper half
+    seg = np.zeros((64, 64), bool)
+    seg[:32] = True
+    b = random_region_iou([seg], [boxes], [8], np.random.default_rng(0), trials=20)
+    assert b.mean == pytest.approx(8 / 32)

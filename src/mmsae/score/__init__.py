@@ -1,6 +1,17 @@
-"""Scores of explanations: IoU of grounded segmentations with activation regions, CLIP score, baselines."""
+"""Scores of explanations: IoU of grounded segmentations with activation regions, CLIP score, detection
+(balanced accuracy of a judge), each with its random baseline; `run_score` scores a whole index."""
 
 from .clip_score import ClipScorer
-from .iou import WorldSegmenter, binarise, entity_concepts, iou, iou_score, random_region_iou, upsample
+from .detection import DetectionJudge, DetectionResult, detection_score
+from .iou import (binarise, concept_groups, entity_concepts, explanation_class, iou, mean_iou, paint, random_region_iou,
+                  region_mask)
+from .negatives import NegativePool, build_pool
+from .run import ScoreConfig, run_score
+from .scorers import Scorers
+from .segment import GroundedSAMSegmenter, WorldSegmenter, llm_phrases, rule_phrase
+from .stats import Baseline, balanced_accuracy
 
-__all__ = ["ClipScorer", "WorldSegmenter", "binarise", "entity_concepts", "iou", "iou_score", "random_region_iou", "upsample"]
+__all__ = ["ClipScorer", "DetectionJudge", "DetectionResult", "detection_score", "binarise", "concept_groups",
+           "entity_concepts", "explanation_class", "iou", "mean_iou", "paint", "random_region_iou", "region_mask",
+           "NegativePool", "build_pool", "ScoreConfig", "run_score", "Scorers", "GroundedSAMSegmenter",
+           "WorldSegmenter", "llm_phrases", "rule_phrase", "Baseline", "balanced_accuracy"]

@@ -1,85 +1,125 @@
-"""IoU of a grounded explanation with a feature's activation region, and its random baselines."""
+"""IoU of a grounded explanation with a feature's activation region, and its random-region baseline.
+
+Regions live in the ORIGINAL image's pixels: every image token carries its pixel box (x0, y0, x1, y1) in
+the index's `image_patches`, so any model family, and every tile of an AnyRes image, maps back the same
+way. A pixel belongs to a box when its centre lies inside it (adjacent boxes tile without overlap).
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..world import World, WorldConfig
 from ..world.vocab import CLASS_OF
+from .stats import Baseline
 
 
-def binarise(map_GG: np.ndarray, threshold: float = 0.0) -> np.ndarray:
-    """The activation region: patches whose activation exceeds `threshold` x the map's maximum
-    (0 keeps every firing patch, as the paper's masking does)."""
-    peak = float(map_GG.max())
+def binarise(acts: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """The activation region: patches whose activation exceeds `threshold` x the peak (0 keeps every
+    firing patch, as the paper's masking does)."""
+    acts = np.nan_to_num(np.asarray(acts, dtype=np.float64), nan=0.0)
+    peak = float(acts.max()) if acts.size else 0.0
     if peak <= 0:
-        return np.zeros(map_GG.shape, dtype=bool)
-    return map_GG > threshold * peak
+        return np.zeros(acts.shape, dtype=bool)
+    return acts > threshold * peak
 
 
-def upsample(mask_GG: np.ndarray, image_size: int) -> np.ndarray:
-    """Patch-grid mask -> pixel mask (the world's images map patches to pixels exactly)."""
-    p = image_size // mask_GG.shape[0]
-    return np.repeat(np.repeat(mask_GG, p, axis=0), p, axis=1)
+def _span(lo: float, hi: float, limit: int) -> tuple[int, int]:
+    a, b = int(np.floor(lo + 0.5)), int(np.floor(hi + 0.5))
+    if b <= a:  # a box narrower than a pixel still covers the pixel holding its centre
+        a = int(np.floor((lo + hi) / 2))
+        b = a + 1
+    return max(a, 0), min(b, limit)
+
+
+def paint(boxes_N4: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """bool H x W (size = (width, height)): the pixels covered by any of the boxes; NaN boxes (tokens
+    that cover no original pixel) paint nothing."""
+    width, height = size
+    mask_HW = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in np.asarray(boxes_N4, dtype=np.float64).reshape(-1, 4):
+        if not np.all(np.isfinite((x0, y0, x1, y1))) or x1 <= x0 or y1 <= y0:
+            continue
+        c0, c1 = _span(x0, x1, width)
+        r0, r1 = _span(y0, y1, height)
+        mask_HW[r0:r1, c0:c1] = True
+    return mask_HW
+
+
+def region_mask(boxes_N4: np.ndarray, acts_N: np.ndarray, size: tuple[int, int], threshold: float = 0.0) -> np.ndarray:
+    """The binarised activation region of one image as a pixel mask."""
+    boxes_N4 = np.asarray(boxes_N4, dtype=np.float64).reshape(-1, 4)
+    if len(boxes_N4) != len(acts_N):
+        raise ValueError(f"{len(boxes_N4)} patch boxes but {len(acts_N)} activations")
+    return paint(boxes_N4[binarise(acts_N, threshold)], size)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks of one shape; 0 when both are empty."""
+    if a.shape != b.shape:
+        raise ValueError(f"masks of different shapes {a.shape} and {b.shape}")
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
+def mean_iou(segmentations: list[np.ndarray], regions: list[np.ndarray]) -> float:
+    """The IoU score of one feature: mean over its top images (an empty segmentation counts as 0)."""
+    if len(segmentations) != len(regions):
+        raise ValueError(f"{len(segmentations)} segmentations but {len(regions)} regions")
+    return float(np.mean([iou(s, r) for s, r in zip(segmentations, regions)])) if regions else 0.0
+
+
+def random_region_iou(segmentations: list[np.ndarray], boxes: list[np.ndarray], sizes: list[int],
+                      rng: np.random.Generator, trials: int = 100) -> Baseline:
+    """Baseline: the same segmentations against regions of the same size (the same number of patches,
+    `sizes[i]` for image i) placed on patches of the image drawn uniformly without replacement."""
+    if not (len(segmentations) == len(boxes) == len(sizes)):
+        raise ValueError("one segmentation, one box array and one region size per image are needed")
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    valid = [np.flatnonzero(np.isfinite(np.asarray(b, np.float64).reshape(-1, 4)).all(1)) for b in boxes]
+    values = []
+    for _ in range(trials):
+        per_image = []
+        for seg, box_N4, ok, k in zip(segmentations, boxes, valid, sizes):
+            pick = rng.choice(ok, size=min(int(k), len(ok)), replace=False)
+            per_image.append(iou(seg, paint(np.asarray(box_N4)[pick], (seg.shape[1], seg.shape[0]))))
+        values.append(float(np.mean(per_image)) if per_image else 0.0)
+    return Baseline.of(values)
+
+
+# ---- the world's vocabulary: entities named by an explanation, and its concept class ----
+
 _WORDS = sorted(CLASS_OF, key=len, reverse=True)
+_SPLIT = re.compile(r"\s*(?:,|;|/|\band\b|\bor\b|&|\+)\s*")
+
+
+def _mentions(text: str) -> list[tuple[int, str]]:
+    text = f" {text.lower().replace('colour', ' ').replace('color', ' ')} "
+    found = []
+    for name in _WORDS:  # longest names first, so "top-left" is not also read as "top" and "left"
+        m = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text)
+        if m:
+            found.append((m.start(), name))
+            text = text[: m.start()] + " " * len(name) + text[m.end():]
+    return sorted(found)
 
 
 def entity_concepts(phrase: str) -> list[str]:
-    """Rule-based entity extraction: the world's concept names that the phrase mentions."""
-    text = f" {phrase.lower().replace('colour', ' ').replace('color', ' ')} "
-    found = []
-    for name in _WORDS:
-        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text):
-            found.append(name)
-            text = text.replace(name, " ")
-    return found
+    """Rule-based entity extraction: the world's concept names that the phrase mentions, in order."""
+    return [name for _, name in _mentions(phrase)]
 
 
-@dataclass
-class WorldSegmenter:
-    """Grounding + segmentation on the embedded world: the exact masks of the concepts a phrase names.
-    A phrase that names no concept segments nothing (IoU 0, counted as the paper counts grounding failures)."""
-
-    config: WorldConfig = WorldConfig()
-
-    def __post_init__(self) -> None:
-        self._world = World(self.config)
-
-    def segment(self, image_index: int, phrase: str) -> np.ndarray:
-        scene = self._world[image_index]
-        mask = np.zeros(scene.image.shape[:2], dtype=bool)
-        for name in entity_concepts(phrase):
-            mask |= scene.concept_mask(name)
-        return mask
+def concept_groups(phrase: str) -> list[list[str]]:
+    """Entities grouped as a grounding model reads them: 'red star and grass' -> [['red', 'star'],
+    ['grass']]. Within a group the concepts describe one thing (their masks intersect); groups add up."""
+    groups = [entity_concepts(part) for part in _SPLIT.split(phrase)]
+    return [g for g in groups if g]
 
 
-def iou_score(segment, phrase: str, image_indices: list[int], maps: list[np.ndarray], image_size: int,
-              threshold: float = 0.0) -> float:
-    """Mean IoU over a feature's top images between the explanation's segmentation and the region."""
-    vals = [iou(segment(i, phrase), upsample(binarise(m, threshold), image_size)) for i, m in zip(image_indices, maps)]
-    return float(np.mean(vals)) if vals else 0.0
-
-
-def random_region_iou(segment, phrase: str, image_indices: list[int], maps: list[np.ndarray], image_size: int,
-                      rng: np.random.Generator, trials: int = 20, threshold: float = 0.0) -> float:
-    """Baseline: the same explanation against regions of the same size placed at random patches."""
-    vals = []
-    for _ in range(trials):
-        rand_maps = []
-        for m in maps:
-            k = int(binarise(m, threshold).sum())
-            flat = np.zeros(m.size, dtype=float)
-            flat[rng.choice(m.size, size=k, replace=False)] = 1.0
-            rand_maps.append(flat.reshape(m.shape))
-        vals.append(iou_score(segment, phrase, image_indices, rand_maps, image_size, threshold))
-    return float(np.mean(vals))
+def explanation_class(explanation: str | None) -> str:
+    """The concept class of an explanation in the world's vocabulary: the class of its head noun, i.e.
+    the last concept it names ('red star' -> object, 'striped' -> texture); 'other' when it names none."""
+    names = entity_concepts(explanation or "")
+    return CLASS_OF[names[-1]] if names else "other"

@@ -1,0 +1,166 @@
+"""The loaded scorers of a score run (segmenter, CLIP, detection judge and its non-activating images) and
+how they are built from a ScoreConfig and the index's meta."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .detection import DetectionJudge, detection_score
+from .negatives import NegativePool
+from .segment import GroundedSAMSegmenter, WorldSegmenter, llm_phrases, rule_phrase
+
+SEGMENTERS = ("world", "grounded-sam")
+
+
+def load_image(source, sample: int, image_index: int, sample_id: str | None = None,
+               size: tuple[int, int] | None = None) -> Image.Image:
+    """One image of the indexed data; a clear error naming the sample when the source disagrees."""
+    record = source.record(sample)
+    if sample_id is not None and record.id != sample_id:
+        raise ValueError(f"sample {sample}: the source has id {record.id!r} where the index has {sample_id!r} "
+                         "(not the indexed data?)")
+    if not 0 <= image_index < len(record.images):
+        raise ValueError(f"sample {sample} ({record.id}) has {len(record.images)} images; the index refers to image "
+                         f"{image_index}")
+    image = record.images[image_index]
+    if size is not None and image.size != tuple(size):
+        raise ValueError(f"sample {sample} ({record.id}) image {image_index} is {image.size[0]}x{image.size[1]} in the "
+                         f"source but {size[0]}x{size[1]} in the index")
+    return image
+
+
+def load_images(source, tops: list) -> list[Image.Image]:
+    return [load_image(source, t.sample, t.image_index, t.sample_id, (t.width, t.height)) for t in tops]
+
+
+@dataclass
+class Scorers:
+    """What scores the metrics: a metric is scored when its scorer is set."""
+
+    source: object  # the indexed data source (mmsae.data), for the images
+    segmenter: object | None = None  # iou, iou_random
+    clip: object | None = None  # clip, clip_random (a ClipScorer)
+    judge: DetectionJudge | None = None  # detection_bacc
+    negatives: NegativePool | None = None  # built on first need by run_score when None
+    phrase_backend: object | None = None  # an LLM (complete_many) for explanation -> entity phrase
+    n_negatives: int | None = None  # default: as many as the feature's top images
+    negative_tolerance: float = 0.01
+    _images: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    def models(self) -> dict[str, str]:
+        """metric -> the name stored in the scores table's model column."""
+        out = {}
+        if self.segmenter is not None:
+            seg = self.segmenter.name + (f"+phrase:{self.phrase_backend.name}" if self.phrase_backend else "")
+            out.update(iou=seg, iou_random=seg)
+        if self.clip is not None:
+            out.update(clip=self.clip.name, clip_random=self.clip.name)
+        if self.judge is not None:
+            out["detection_bacc"] = self.judge.name
+        return out
+
+    def phrase(self, explanation: str) -> str:
+        """The entity phrase to ground: the world segmenter reads the world's concept names from the
+        explanation itself; an open-vocabulary grounder gets the LLM's phrase, or the rule's."""
+        if isinstance(self.segmenter, WorldSegmenter):
+            return explanation
+        if self.phrase_backend is not None:
+            return llm_phrases([explanation], self.phrase_backend)[0][0]
+        return rule_phrase(explanation)
+
+    def image(self, key: tuple[int, int]) -> Image.Image:
+        """A pool image by (sample, image_index), kept in a small cache: negatives recur across features."""
+        if key not in self._images:
+            self._images[key] = load_image(self.source, *key)
+            if len(self._images) > 256:
+                self._images.popitem(last=False)
+        return self._images[key]
+
+    def detect(self, feature: int, text: str, tops: list, images: list[Image.Image], max_act: float,
+               rng: np.random.Generator) -> tuple[float, dict]:
+        if self.negatives is None:
+            raise ValueError("no pool of non-activating images")
+        n = self.n_negatives or len(tops)
+        neg = self.negatives.negatives(feature, max_act, n, rng, self.negative_tolerance, exclude={t.key for t in tops})
+        if not neg:
+            raise ValueError(f"none of the {len(self.negatives.keys)} pool images has feature {feature} at ~0 "
+                             f"(<= {self.negative_tolerance} x its max activation); enlarge the negative pool")
+        res = detection_score(text, images, [self.image(k) for k in neg], self.judge, [t.key for t in tops], neg)
+        if res.bacc is None:
+            raise ValueError(f"the judge answered none of the {len(images) + len(neg)} images: {res.errors[:3]}")
+        details = res.to_dict()
+        details.update(errors=res.errors[:5], n_pos=len(images), n_neg=len(neg), negatives=[list(k) for k in neg],
+                       template=self.judge.version)
+        return res.bacc, details
+
+
+def _is_zoo(path: Path | str | None) -> bool:
+    from ..zoo import WEIGHTS
+
+    return path is not None and Path(WEIGHTS).resolve() in Path(path).resolve().parents
+
+
+def build_scorers(cfg, meta: dict) -> Scorers:
+    """Load what cfg asks for; defaults on a world index are the world segmenter, the zoo CLIP and (for
+    detection) the zoo subject as judge."""
+    from ..data import open_source
+    from ..zoo import model_dir
+
+    world = str(meta.get("data", "")).startswith("world:")
+    spec = cfg.source or meta.get("data")
+    if not spec:
+        raise ValueError("the index meta has no 'data' source spec; pass the source (--source)")
+    scorers = Scorers(open_source(str(spec), prompt=meta.get("prompt")), n_negatives=cfg.n_negatives,
+                      negative_tolerance=cfg.negative_tolerance)
+    if cfg.iou:
+        kind = cfg.segmenter or ("world" if world else "grounded-sam")
+        if kind == "world":
+            if not world:
+                raise ValueError(f"the world segmenter needs an index of the embedded world; this one indexes "
+                                 f"{meta.get('data')!r}: use --segmenter grounded-sam")
+            scorers.segmenter = WorldSegmenter(meta.get("image_size"))
+        elif kind == "grounded-sam":
+            if cfg.grounding_model is None or cfg.sam_model is None:
+                raise ValueError("the grounded-sam segmenter needs --grounding-model and --sam-model (local "
+                                 "GroundingDINO and SAM checkpoints)")
+            scorers.segmenter = GroundedSAMSegmenter(cfg.grounding_model, cfg.sam_model, cfg.box_threshold,
+                                                     cfg.text_threshold, cfg.device)
+        else:
+            raise ValueError(f"unknown segmenter {kind!r}; choose one of {', '.join(SEGMENTERS)}")
+        if cfg.phrase_url or cfg.phrase_model:
+            if not (cfg.phrase_url and cfg.phrase_model):
+                raise ValueError("an LLM phrase step needs both --phrase-url and --phrase-model")
+            from ..explain.client import HTTPExplainer, HTTPExplainerConfig
+
+            scorers.phrase_backend = HTTPExplainer(HTTPExplainerConfig(cfg.phrase_url, cfg.phrase_model, max_tokens=16))
+    if cfg.clip:
+        from .clip_score import ClipScorer
+
+        scorers.clip = ClipScorer(cfg.clip_model or model_dir("clip"), cfg.device)
+    if cfg.detection:
+        scorers.judge = build_judge(cfg, world)
+    return scorers
+
+
+def build_judge(cfg, world: bool) -> DetectionJudge:
+    from ..explain.client import HTTPExplainer, HTTPExplainerConfig
+    from ..zoo import model_dir
+    from .local_judge import BatchedLocalJudge
+
+    if cfg.judge_url:
+        if not cfg.judge_name:
+            raise ValueError("a judge server (--explainer-url) needs the model name it serves (--explainer-name)")
+        backend = HTTPExplainer(HTTPExplainerConfig(cfg.judge_url, cfg.judge_name, max_tokens=8))
+        path = None
+    else:
+        if cfg.judge_model is None and not world:
+            raise ValueError("detection needs a judge: --explainer-model PATH (local HF LMM) or --explainer-url")
+        path = cfg.judge_model or model_dir("subject")
+        backend = BatchedLocalJudge(path, max_tokens=8, device=cfg.device)
+    template = cfg.detection_template or ("detect-zoo-v1" if path is not None and _is_zoo(path) else "detect-yesno-v1")
+    return DetectionJudge(backend, template)

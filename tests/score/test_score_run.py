@@ -1,0 +1,134 @@
+import json
+
+import duckdb
+import numpy as np
+import pytest
+from index_fixture import concept_feature, world_index
+from score_fakes import OracleWorldJudge
+
+from mmsae.data import open_source
+from mmsae.score import ClipScorer, DetectionJudge, NegativePool, ScoreConfig, Scorers, WorldSegmenter, run_score
+from mmsae.world import World
+
+N, SEED = 40, 0
+CONCEPTS = {0: "red", 1: "grass", 2: "star", 3: "red"}  # the concept each feature truly fires on
+
+
+def make_index(tmp_path):
+    maps = {f: concept_feature(SEED, N, c, top=3) for f, c in CONCEPTS.items()}
+    maps[4] = concept_feature(SEED, N, "sky", top=3)
+    maps[5] = concept_feature(SEED, N, "tree", top=3)
+    root = world_index(tmp_path / "idx", maps, n=N, seed=SEED, n_latents=8, text_only=(6,))
+    rows = [(0, "explained", "red", "red", None, "zoo-explainer", "zoo-v1", 1.0),
+            (1, "explained", "grass", "grass", None, "zoo-explainer", "zoo-v1", 1.0),
+            (2, "explained", "star", "star", None, "zoo-explainer", "zoo-v1", 1.0),
+            (3, "explained", "a blurry thing", "a blurry thing", None, "zoo-explainer", "zoo-v1", 1.0),
+            (4, "uninterpretable", None, "unable to interpret", None, "zoo-explainer", "zoo-v1", 1.0),
+            (6, "explained", "red", "red", None, "zoo-explainer", "zoo-v1", 1.0),
+            (0, "explained", "sky", "sky", None, "other-explainer", "paper-v1", 2.0)]  # a smaller second set
+    con = duckdb.connect(str(root / "index.duckdb"))
+    con.executemany("INSERT INTO explanations VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.close()
+    return root
+
+
+def world_scorers(clip_dir) -> Scorers:
+    world = World()
+    scenes = [world[i] for i in range(N)]
+    concepts = {f: c for f, c in CONCEPTS.items()}
+    acts_IF = np.array([[1.0 if concepts.get(f) in s.concepts() else 0.0 for f in range(8)] for s in scenes])
+    return Scorers(source=open_source(f"world:n={N},seed={SEED}"), segmenter=WorldSegmenter(),
+                   clip=ClipScorer(clip_dir, device="cpu"), judge=DetectionJudge(OracleWorldJudge(scenes), "detect-zoo-v1"),
+                   negatives=NegativePool([(i, 0) for i in range(N)], list(range(8)), acts_IF, []))
+
+
+def score_rows(root):
+    con = duckdb.connect(str(root / "index.duckdb"), read_only=True)
+    rows = con.execute("SELECT feature, metric, value, concept_class, details, model FROM scores "
+                       "ORDER BY feature, metric").fetchall()
+    con.close()
+    return [(f, m, v, c, json.loads(d), model) for f, m, v, c, d, model in rows]
+
+
+def test_run_score_writes_every_metric_and_a_rerun_adds_nothing(tmp_path, tiny_clip_dir):
+    root = make_index(tmp_path)
+    cfg = ScoreConfig(index=root, features=[0, 1, 2, 3, 4, 5, 6, 99], detection=True, trials=20, chunk_size=2,
+                      progress=False)
+    summary = run_score(cfg, world_scorers(tiny_clip_dir))
+    rows = score_rows(root)
+    by = {(f, m): (v, c, d, model) for f, m, v, c, d, model in rows}
+    assert len(rows) == 4 * 5 and {f for f, *_ in rows} == {0, 1, 2, 3}
+    assert {f: by[(f, "iou")][1] for f in range(4)} == {0: "colour", 1: "scene", 2: "object", 3: "other"}
+    for f in (0, 1, 2):  # ideal features with the true explanation
+        # a background covers most of an image, so random regions overlap it a lot too (scene: 0.9 vs 0.86)
+        assert by[(f, "iou")][0] > 0.3 and by[(f, "iou")][0] > (1.02 if f == 1 else 3) * by[(f, "iou_random")][0]
+        assert by[(f, "detection_bacc")][0] == 1.0
+        d = by[(f, "detection_bacc")][2]
+        assert d["n_pos"] == 3 and d["n_neg"] == 3 and d["template"] == "detect-zoo-v1"
+        assert not {tuple(k) for k in d["negatives"]} & {(s, 0) for s, _ in concept_feature(SEED, N, CONCEPTS[f], 3)}
+    assert by[(3, "iou")][0] == 0.0 and by[(3, "iou")][2]["empty_segmentations"] == 3  # grounded nothing: counted 0
+    assert by[(3, "detection_bacc")][0] == 0.5 and by[(3, "detection_bacc")][2]["no_concepts"]
+    assert by[(0, "iou_random")][2]["trials"] == 20 and by[(0, "iou_random")][2]["se"] > 0
+    assert by[(0, "clip_random")][2]["pool"] == 4  # the other features' explanations of the set
+    assert by[(0, "iou")][2]["explainer"] == "zoo-explainer" and by[(0, "iou")][3] == "world"
+    # the summary: every requested feature accounted for, means per metric and class, ratios
+    assert summary["explainer"] == "zoo-explainer" and summary["prompt_version"] == "zoo-v1"
+    f = summary["features"]
+    assert (f["out_of_range"], f["uninterpretable"], f["no_explanation"], f["no_images"]) == ([99], [4], [5], [6])
+    assert sorted(f["scored"]) == [0, 1, 2, 3] and "out of range" in summary["run_errors"][0]["reason"]
+    assert summary["run"]["empty_segmentations"] == 3
+    ious = [by[(g, "iou")][0] for g in range(4)]
+    assert summary["metrics"]["iou"]["mean"] == pytest.approx(np.mean(ious)) and summary["metrics"]["iou"]["n"] == 4
+    assert summary["per_class"]["colour"]["iou"]["mean"] == pytest.approx(ious[0])
+    assert summary["per_class"]["other"]["iou"]["mean"] == 0.0
+    rand = [by[(g, "iou_random")][0] for g in range(4)]
+    assert summary["ratios"]["iou/iou_random"] == pytest.approx(np.mean(ious) / np.mean(rand))
+    assert summary["ratios"]["iou/iou_random"] > 1.5 and summary["trials"]["iou_random"] == [20]
+    assert summary["metrics"]["detection_bacc"]["mean"] == pytest.approx((3 * 1.0 + 0.5) / 4)
+    assert json.loads((root / "score-summary.json").read_text())["metrics"] == summary["metrics"]
+
+    again = run_score(cfg, world_scorers(tiny_clip_dir))
+    assert score_rows(root) == rows  # nothing duplicated, nothing changed
+    assert sorted(again["features"]["already_scored"]) == [0, 1, 2, 3] and again["features"]["scored"] == []
+    assert again["metrics"] == summary["metrics"]
+
+    # a run killed before feature 2's clip rows were stored resumes to the same values
+    con = duckdb.connect(str(root / "index.duckdb"))
+    con.execute("DELETE FROM scores WHERE feature = 2 AND metric LIKE 'clip%'")
+    con.close()
+    resumed = run_score(cfg, world_scorers(tiny_clip_dir))
+    assert resumed["features"]["scored"] == [2]
+    assert [r[:4] for r in score_rows(root)] == [r[:4] for r in rows]
+
+
+def test_run_score_builds_default_scorers_and_records_what_it_cannot_do(tmp_path, tiny_clip_dir):
+    root = make_index(tmp_path)
+    # the fixture's meta names no real model or SAE: detection cannot find non-activating images
+    summary = run_score(ScoreConfig(index=root, detection=True, clip_model=tiny_clip_dir, trials=5, progress=False))
+    rows = score_rows(root)
+    assert {m for _, m, *_ in rows} == {"iou", "iou_random", "clip", "clip_random"}
+    assert {f for f, *_ in rows} == {0, 1, 2, 3}
+    errs = [e for e in summary["run_errors"] if e["metric"] == "detection_bacc"]
+    assert {e["feature"] for e in errs} == {0, 1, 2, 3} and "does not exist" in errs[0]["reason"]
+    # the other explanation set is scored on request, separately
+    other = run_score(ScoreConfig(index=root, explainer="other-explainer", clip_model=tiny_clip_dir, trials=5,
+                                  progress=False))
+    assert other["features"]["scored"] == [0] and other["metrics"]["iou"]["n"] == 1
+    assert "clip_random" not in other["metrics"]  # no other explanation in that set to draw from
+    assert any("no other explanation" in e["reason"] for e in other["run_errors"])
+    with pytest.raises(ValueError, match="zoo-explainer/zoo-v1"):
+        run_score(ScoreConfig(index=root, explainer="nobody", progress=False))
+
+
+def test_score_cli_prints_a_table_and_names_bad_input(tmp_path, tiny_clip_dir):
+    from typer.testing import CliRunner
+
+    from mmsae.cli import app
+
+    root = make_index(tmp_path)
+    res = CliRunner().invoke(app, ["score", "--index", str(root), "--clip-model", str(tiny_clip_dir), "--trials", "5",
+                                   "--features", "0,1,99"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "total" in res.output and "colour" in res.output and "1 out of range" in res.output
+    res = CliRunner().invoke(app, ["score", "--index", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "no feature index" in res.output
