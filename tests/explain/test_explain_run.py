@@ -154,7 +154,7 @@ def test_selection_limits_and_bad_items(index, tmp_path):
     assert got[7][1] == "failed" and "'moved'" in got[7][4] and s["failed"] == 2
     s = run_explain(cfg(index, limit=2), FakeBackend("red"))
     assert s["selected"] == 2
-    with pytest.raises(ValueError, match=r"feature\(s\) 99, 100 not in the index"):
+    with pytest.raises(ValueError, match="features 99, 100 are not in the index"):
         run_explain(cfg(index, features=[1, 99, 100]), FakeBackend("red"))
     with pytest.raises(ValueError, match="needs --base-url and --model"):
         run_explain(cfg(index))

@@ -18,13 +18,14 @@ from mmsae.index import (
     IndexConfig,
     build_index,
     feature_examples,
+    feature_examples_many,
     feature_stats,
     open_index,
     read_meta,
     text_contexts,
     top_features,
 )
-from mmsae.models.table import IMAGE, TEXT
+from mmsae.models.table import IMAGE, SPECIAL, TEXT
 from mmsae.sae import SAE, SAEConfig
 
 torch.set_num_threads(1)
@@ -98,6 +99,7 @@ def test_examples_and_stats_equal_brute_force(full_index, sae_dir):
     con = open_index(full_index)
     features = [f.feature for f in top_features(con, min_examples=5, order_by="max_act", limit=4)]
     assert len(features) == 4
+    many = feature_examples_many(con, features, n=3)  # the batched read: the same examples, cut at 3
     for f in features:
         # per image: max over its image tokens; ranked by max desc, then sample
         per_image = []
@@ -108,6 +110,9 @@ def test_examples_and_stats_equal_brute_force(full_index, sae_dir):
         per_image.sort(key=lambda t: (t[0], t[1]))
         examples = feature_examples(con, f)
         assert [e.sample for e in examples] == [s for _, s, _ in per_image[:5]]
+        assert [(e.rank, e.sample) for e in many[f]] == [(e.rank, e.sample) for e in examples[:3]]
+        assert all(np.array_equal(a.acts, b.acts) and np.array_equal(a.box, b.box, equal_nan=True)
+                   for a, b in zip(many[f], examples))
         for e, (neg_max, _, col) in zip(examples, per_image):
             assert e.max_act == -neg_max and e.score == e.max_act
             assert e.mean_act == pytest.approx(col.mean(), rel=1e-6)
@@ -124,6 +129,7 @@ def test_examples_and_stats_equal_brute_force(full_index, sae_dir):
         assert stats.n_fires == fired.sum()
         assert stats.n_image_fires == (fired & (mods == IMAGE)).sum()
         assert stats.n_text_fires == (fired & (mods == TEXT)).sum()
+        assert stats.n_special_fires == (fired & (mods == SPECIAL)).sum()  # derived from the contract columns
         assert stats.max_act == all_codes.max()
         assert stats.mean_act == pytest.approx(all_codes[fired].mean(), rel=1e-6)
         assert stats.frequency == pytest.approx(fired.sum() / len(all_codes))

@@ -1,4 +1,4 @@
-"""Feature contact sheets, drawn from arrays and read from a (hand-built) feature index."""
+"""Feature contact sheets, drawn from Examples and read from a (hand-built) feature index through mmsae.index."""
 
 import duckdb
 import numpy as np
@@ -6,15 +6,17 @@ import pytest
 from PIL import Image
 
 from index_fixture import concept_feature, world_index
-from mmsae.viz import TopImage, feature_sheet, feature_sheet_from_index, read_top_images, save_png, sheet_size
-from mmsae.viz.reader import connect
+from mmsae.index import Example
+from mmsae.viz import feature_sheet, feature_sheet_from_index, save_png, sheet_size
 
 
-def _top(rank: int, acts_GG: np.ndarray) -> TopImage:
+def _top(rank: int, acts_GG: np.ndarray) -> Example:
     r, c = np.divmod(np.arange(64), 8)
     boxes = np.stack([c * 8, r * 8, (c + 1) * 8, (r + 1) * 8], axis=1).astype(float)
-    return TopImage(1, rank, rank, f"s{rank}", 0, float(acts_GG.max()), float(acts_GG.max()), boxes,
-                    acts_GG.ravel().astype(np.float32), 64, 64)
+    peak = float(acts_GG.max())
+    return Example(1, rank, rank, f"s{rank}", 0, peak, float(acts_GG.mean()), peak, 64, 64,
+                   acts_GG.ravel().astype(np.float32), np.zeros(64, np.int32), r.astype(np.int32),
+                   c.astype(np.int32), boxes)
 
 
 def test_sheet_has_the_expected_size_and_panels():
@@ -50,20 +52,6 @@ def index_dir(tmp_path):
     return world_index(tmp_path / "idx", maps, n=6)
 
 
-def test_top_images_read_from_the_index(index_dir):
-    con = connect(index_dir)
-    try:
-        tops, problems = read_top_images(con, [5, 9], n=5)
-    finally:
-        con.close()
-    assert problems == {} and list(tops) == [5]  # feature 9 is dead: no top images
-    first, second = tops[5]
-    assert (first.rank, first.sample, first.sample_id, first.max_act) == (0, 4, "world-0-4", 2.0)
-    assert first.boxes_N4.shape == (64, 4) and first.acts_N.shape == (64,)
-    assert np.array_equal(first.acts_N.reshape(8, 8), np.eye(8) * 2.0)
-    assert second.sample == 2
-
-
 def test_sheet_from_index_uses_the_indexed_images(index_dir):
     sheet = feature_sheet_from_index(index_dir, 5, cell=64)
     assert sheet.size == sheet_size(2, 64)
@@ -72,7 +60,8 @@ def test_sheet_from_index_uses_the_indexed_images(index_dir):
     px = np.asarray(sheet)
     y0 = 22 + 14 + 14
     assert np.array_equal(px[y0:y0 + 64, 6:6 + 64], World()[4].image)  # the original of rank 0 is scene 4
-    with pytest.raises(ValueError, match="feature 99 is not in the index"):
+    assert feature_sheet_from_index(index_dir, 5, n=1, cell=64).size == sheet_size(1, 64)
+    with pytest.raises(ValueError, match=r"feature 99 is not in the index \(it has 16 features"):
         feature_sheet_from_index(index_dir, 99)
     with pytest.raises(ValueError, match="world-1-4"):  # another seed is not the indexed data
         feature_sheet_from_index(index_dir, 5, source="world:n=6,seed=1")
@@ -82,13 +71,9 @@ def test_an_inconsistent_patch_map_is_named(index_dir):
     con = duckdb.connect(str(index_dir / "index.duckdb"))
     con.execute("UPDATE patch_maps SET ords = [70] , acts = [1.0] WHERE feature = 5 AND rank = 1")
     con.close()
-    con = connect(index_dir)
-    tops, problems = read_top_images(con, [3, 5])
-    con.close()
-    assert 5 not in tops and 3 in tops
-    assert "rank 1" in problems[5] and "64 image tokens" in problems[5]
-    with pytest.raises(ValueError, match="feature 5: rank 1"):
+    with pytest.raises(ValueError, match="feature 5: rank 1: sample 2 image 0: .* 64 image tokens"):
         feature_sheet_from_index(index_dir, 5)
+    assert feature_sheet_from_index(index_dir, 5, n=1, cell=64).size == sheet_size(1, 64)  # rank 0 is sound
 
 
 def test_missing_index_is_a_clear_error(tmp_path):

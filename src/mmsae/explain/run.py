@@ -14,8 +14,16 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..index.read import (
+    example_image,
+    feature_examples_many,
+    index_source,
+    open_index,
+    read_meta,
+    require_features,
+    top_features,
+)
 from ..viz.maps import masked_image
-from ..viz.reader import connect, known_features, load_image, open_index_source, read_meta, read_top_images
 from . import Explanation, explain
 from .client import HTTPExplainer, HTTPExplainerConfig, LocalExplainer
 from .prompt import PromptTemplate
@@ -112,17 +120,9 @@ def select_features(con, cfg: ExplainConfig) -> list[int]:
     feature that has top images, most frequent first; `limit` keeps the first ones."""
     if cfg.features is not None:
         wanted = list(dict.fromkeys(int(f) for f in cfg.features))
-        missing = sorted(set(wanted) - known_features(con, wanted))
-        if missing:
-            n = con.execute("SELECT count(*) FROM features").fetchone()[0]
-            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-            raise ValueError(f"feature(s) {shown} not in the index at {cfg.index} (it has {n} features)")
+        require_features(con, wanted)
         return wanted[: cfg.limit] if cfg.limit else wanted
-    rows = con.execute(
-        """SELECT f.feature FROM features f
-           WHERE f.n_fires > 0 AND EXISTS (SELECT 1 FROM examples e WHERE e.feature = f.feature)
-           ORDER BY f.frequency DESC, f.feature LIMIT ?""", [cfg.limit or 2**62]).fetchall()
-    return [r[0] for r in rows]
+    return [s.feature for s in top_features(con, min_fires=1, min_examples=1, order_by="frequency", limit=cfg.limit)]
 
 
 def _done(con, model: str, version: str, retry_failed: bool) -> set[int]:
@@ -163,16 +163,17 @@ class _Chunk:
         self.asked: list[int] = []
         self.image_sets: list[list[Image.Image]] = []
         self.failed: list[Explanation] = []
-        tops, problems = read_top_images(con, features, cfg.n_images)
+        problems: dict[int, str] = {}
+        tops = feature_examples_many(con, features, cfg.n_images, problems)
         for f in features:
             if f in problems:
                 self._fail(f, f"index: {problems[f]}", model, version)
-            elif not tops.get(f):
+            elif not tops[f]:
                 self._fail(f, "no top images in the index (the feature fires on no image token)", model, version)
             else:
                 try:
-                    ims = [_shrink(masked_image(load_image(source, t), t.boxes_N4, t.acts_N, cfg.mask_threshold,
-                                                cfg.mask_relative), cfg.max_side) for t in tops[f]]
+                    ims = [_shrink(masked_image(example_image(source, e), e.box, e.acts, cfg.mask_threshold,
+                                                cfg.mask_relative), cfg.max_side) for e in tops[f]]
                 except Exception as err:  # a missing/unreadable record fails this feature only
                     self._fail(f, f"images: {type(err).__name__}: {err}", model, version)
                     continue
@@ -216,7 +217,7 @@ def run_explain(cfg: ExplainConfig, backend=None) -> dict:
     by default the config's HTTP or local backend is built (and closed at the end)."""
     cfg.validate(has_backend=backend is not None)
     template = PromptTemplate.load(default_prompt(cfg))
-    con = connect(cfg.index, read_only=False)
+    con = open_index(cfg.index, read_only=False)
     own_backend = backend is None
     t0 = time.perf_counter()
     counts = dict.fromkeys(STATUSES, 0)
@@ -224,7 +225,7 @@ def run_explain(cfg: ExplainConfig, backend=None) -> dict:
     try:
         con.execute(EXPLANATIONS_DDL)
         selected = select_features(con, cfg)
-        source = open_index_source(read_meta(con), cfg.source)
+        source = index_source(read_meta(con), cfg.source)
         if own_backend:
             backend = make_backend(cfg)
         done = _done(con, backend.name, template.version, cfg.retry_failed)

@@ -1,14 +1,17 @@
-"""Per-feature contact sheets: each top image as original | heatmap | masked, labelled with its activation."""
+"""Per-feature contact sheets: each top image as original | heatmap | masked, labelled with its activation.
+
+Drawing sees only Examples and PIL images; `feature_sheet_from_index` reads both through mmsae.index."""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..index.read import Example, example_image, feature_examples, feature_stats, index_source, open_index, read_meta
 from ..io import write_atomic
 from .maps import heatmap_overlay, masked_image
 
@@ -16,25 +19,8 @@ PAD, TITLE_H, HEADER_H, LABEL_H = 6, 22, 14, 14
 COLUMNS = ("original", "heatmap", "masked")
 
 
-@dataclass(frozen=True)
-class TopImage:
-    """One top image of a feature, with the feature's activation on every image token of it."""
-
-    feature: int
-    rank: int  # 0 = strongest
-    sample: int  # record index in the source
-    sample_id: str
-    image_index: int
-    max_act: float
-    score: float  # the ranking value (max or mean, see meta.rank_by)
-    boxes_N4: np.ndarray  # float64 pixel boxes of the image's tokens, in original pixels (NaN: none)
-    acts_N: np.ndarray  # float32 activation of the feature on each of those tokens (0 where it did not fire)
-    width: int | None = None  # original image size recorded by the index (None if unknown)
-    height: int | None = None
-
-    @property
-    def label(self) -> str:
-        return f"#{self.rank} {self.sample_id}[{self.image_index}] max {self.max_act:.3g}"
+def _label(example: Example) -> str:
+    return f"#{example.rank} {example.sample_id}[{example.image_index}] max {example.max_act:.3g}"
 
 
 def sheet_size(n_examples: int, cell: int = 160) -> tuple[int, int]:
@@ -52,7 +38,7 @@ def _fit(image: Image.Image, cell: int) -> Image.Image:
     return image.resize(size, Image.NEAREST if s >= 2 else Image.BILINEAR)
 
 
-def feature_sheet(examples: list[TopImage], images: list[Image.Image], title: str = "", cell: int = 160,
+def feature_sheet(examples: list[Example], images: list[Image.Image], title: str = "", cell: int = 160,
                   threshold: float = 0.0, relative: bool = False, alpha: float = 0.5,
                   cmap: str = "inferno") -> Image.Image:
     """One row per top image: the original, the heatmap (one colour scale for the whole feature) and
@@ -65,13 +51,13 @@ def feature_sheet(examples: list[TopImage], images: list[Image.Image], title: st
     draw.text((PAD, 4), title, fill=(0, 0, 0))
     for c, name in enumerate(COLUMNS):
         draw.text((PAD + c * (cell + PAD), TITLE_H), name, fill=(90, 90, 90))
-    vmax = max((float(np.nanmax(e.acts_N)) for e in examples if len(e.acts_N)), default=0.0) or None
+    vmax = max((float(np.nanmax(e.acts)) for e in examples if len(e.acts)), default=0.0) or None
     for r, (ex, im) in enumerate(zip(examples, images)):
         y = TITLE_H + HEADER_H + r * (LABEL_H + cell + PAD)
-        draw.text((PAD, y), ex.label, fill=(0, 0, 0))
+        draw.text((PAD, y), _label(ex), fill=(0, 0, 0))
         panels = (im.convert("RGB"),
-                  heatmap_overlay(im, ex.boxes_N4, ex.acts_N, alpha=alpha, cmap=cmap, vmax=vmax),
-                  masked_image(im, ex.boxes_N4, ex.acts_N, threshold=threshold, relative=relative))
+                  heatmap_overlay(im, ex.box, ex.acts, alpha=alpha, cmap=cmap, vmax=vmax),
+                  masked_image(im, ex.box, ex.acts, threshold=threshold, relative=relative))
         for c, panel in enumerate(panels):
             fitted = _fit(panel, cell)
             x = PAD + c * (cell + PAD)
@@ -87,3 +73,19 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
     image.save(buf, format="PNG")
     write_atomic(Path(path), buf.getvalue())
     return Path(path)
+
+
+def feature_sheet_from_index(index_dir: str | Path, feature: int, source=None, n: int | None = None,
+                             **sheet_options) -> Image.Image:
+    """The contact sheet of one feature read from an index (its n strongest top images; all by default).
+
+    `source` replaces the index's data source (a spec string or an opened Source), e.g. moved files."""
+    with closing(open_index(index_dir)) as con:
+        stats = feature_stats(con, feature)  # a clear error for a feature the index does not have
+        meta = read_meta(con)
+        examples = feature_examples(con, feature, n)
+    src = index_source(meta, source)
+    images = [example_image(src, e) for e in examples]
+    title = (f"feature {feature}  freq {stats.frequency or 0:.3g}  max {stats.max_act or 0:.3g}  "
+             f"image share {stats.image_share or 0:.2f}  layer {meta.get('layer', '?')}")
+    return feature_sheet(examples, images, title=title, **sheet_options)
