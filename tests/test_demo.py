@@ -35,10 +35,10 @@ def test_the_zoo_reads_the_image(demo_out):
     m = json.loads((demo_out / "metrics.json").read_text())
     # chance is 1/8 (colour), 1/6 (shape), 1/4 (texture); these floors sit below the measured numbers
     # in the model cards, with room for the small evaluation's noise
-    assert m["subject.vqa_accuracy"] > 0.85  # card: 0.97 on 916 questions
-    assert m["subject.prior_override_rate"] > 0.05  # card: 0.26 — the language prior is measurable
-    assert m["explainer.accuracy"] > 0.7  # card: 0.88 on 300 sets
-    assert m["clip.top1"] > 0.8  # card: 0.95 on 300 images
+    assert m["subject.vqa_accuracy"] > 0.85  # card: 0.94 on 916 questions
+    assert m["subject.prior_override_rate"] > 0.05  # card: 0.33 — the language prior is measurable
+    assert m["explainer.accuracy"] > 0.7  # card: 0.85 on 300 sets
+    assert m["clip.top1"] > 0.8  # card: 0.92 on 300 images
 
 
 def test_harvest_and_sae_stages(demo_out):
@@ -49,3 +49,19 @@ def test_harvest_and_sae_stages(demo_out):
         assert m[f"sae.{split}.l0"] == 16  # TopK: exactly k latents per token
         assert 0.0 <= m[f"sae.{split}.fvu"] < 0.5
         assert 0.0 <= m[f"sae.{split}.dead_fraction"] < 1.0
+
+
+def test_interpretation_beats_random(demo_out):
+    """The paper's claim on the embedded world: explanations of the subject's SAE features by the larger
+    explainer (over HTTP) overlap the activation regions and match the images far better than random."""
+    m = json.loads((demo_out / "metrics.json").read_text())
+    # measured (BENCHMARKS.md): 18 of 48 explained, IoU 0.44 vs 0.20 for random regions of the same size,
+    # CLIP 38.7 vs 28.5 for other features' explanations, detection balanced accuracy 0.81 (chance 0.5)
+    assert m["interp.explained"] >= 5
+    assert m["interp.iou.model"] > 1.5 * m["interp.iou.random"]
+    assert m["interp.clip.model"] > m["interp.clip.random"] + 3
+    assert m["interp.detection.balanced_accuracy"] > 0.6
+    for layer in (1, 3, 5):
+        assert m[f"interp.layers.{layer}.explained"] + m[f"interp.layers.{layer}.uninterpretable"] > 0
+    report = (demo_out / "report.md").read_text()
+    assert "| **total** |" in report and "Layer comparison" in report

@@ -95,12 +95,26 @@ DEMO_LAYER = 3  # output of decoder block 3 of the subject's 6 ("layer 4" in the
 DEMO_PROMPT = "<s> user : <image> {caption}"  # image and text tokens, as SAE-V trains on
 
 
-def stage_harvest(rep: Report, n_train: int = 400, n_eval: int = 100) -> None:
-    from .store import ActivationStore, HarvestConfig, harvest
+def harvest_layer(out: Path, layer: int, n: int = 400, seed: int = 7) -> Path:
+    from .store import HarvestConfig, harvest
 
-    for name, n, seed in (("store", n_train, 7), ("store-eval", n_eval, 8)):
-        harvest(HarvestConfig(out=str(rep.out / name), layer=DEMO_LAYER, data=f"world:n={n},seed={seed}",
-                              prompt=DEMO_PROMPT, progress=False))
+    harvest(HarvestConfig(out=str(out), layer=layer, data=f"world:n={n},seed={seed}", prompt=DEMO_PROMPT, progress=False))
+    return out
+
+
+def train_layer(store: Path, out: Path, layer: int, steps: int = 800):
+    from .train import StoreBatches, TrainConfig, train
+
+    cfg = TrainConfig(kind="topk", expansion=8, k=16, steps=steps, warmup_steps=100, checkpoint_every=500,
+                      hook_layer=layer, seed=0)
+    return train(cfg, StoreBatches(store, batch_size=1024, seed=0), out)
+
+
+def stage_harvest(rep: Report, n_train: int = 400, n_eval: int = 100) -> None:
+    from .store import ActivationStore
+
+    harvest_layer(rep.out / "store", DEMO_LAYER, n_train, seed=7)
+    harvest_layer(rep.out / "store-eval", DEMO_LAYER, n_eval, seed=8)
     store = ActivationStore(rep.out / "store")
     counts = store.manifest["counts"]
     rep.metrics.update({f"harvest.{kind}.{mod}": n for kind, per in counts.items() for mod, n in per.items()})
@@ -120,11 +134,8 @@ def stage_sae(rep: Report, steps: int = 800) -> None:
     import shutil
 
     from .evals import evaluate_sae, format_table, store_batches
-    from .train import StoreBatches, TrainConfig, train
 
-    cfg = TrainConfig(kind="topk", expansion=8, k=16, steps=steps, warmup_steps=100, checkpoint_every=500,
-                      hook_layer=DEMO_LAYER, seed=0)
-    sae = train(cfg, StoreBatches(rep.out / "store", batch_size=1024, seed=0), rep.out / "sae")
+    sae = train_layer(rep.out / "store", rep.out / "sae", DEMO_LAYER, steps)
     report = evaluate_sae(sae, store_batches(rep.out / "store-eval"))
     shutil.copy(rep.out / "sae" / "curves.png", rep.out / "sae_curves.png")
     for split, m in report["metrics"].items():
@@ -143,7 +154,9 @@ held-out store (FVU mean-centred with float64 sums; L0 per token; dead = never f
 """)
 
 
-STAGES = {"world": stage_world, "zoo": stage_zoo, "harvest": stage_harvest, "sae": stage_sae}
+from .demo_interp import stage_interp  # noqa: E402  (it reads this module's layer, prompt and helpers)
+
+STAGES = {"world": stage_world, "zoo": stage_zoo, "harvest": stage_harvest, "sae": stage_sae, "interp": stage_interp}
 
 
 def run_demo(out: Path, stages: tuple[str, ...] = tuple(STAGES)) -> dict:
