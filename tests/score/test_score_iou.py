@@ -105,3 +105,23 @@ def test_random_region_skips_patches_without_pixels():
     seg[:32] = True
     b = random_region_iou([seg], [boxes], [8], np.random.default_rng(0), trials=20)
     assert b.mean == pytest.approx(8 / 32)
+
+
+def test_random_explanation_iou_draws_other_explanations():
+    from mmsae.score.iou import random_explanation_iou
+
+    region = np.zeros((8, 8), bool)
+    region[2:5, 2:5] = True
+
+    def segment(image, phrase, sample_id):  # only explanation "a" grounds onto the region
+        return region.copy() if phrase == "a" else np.zeros_like(region)
+
+    pool = ["a", "b", "c", "d"]
+    b = random_explanation_iou(segment, [None, None], ["s0", "s1"], [region, region], pool, str,
+                               np.random.default_rng(0), trials=400)
+    assert abs(b.mean - 0.25) < 3 * b.se + 0.02  # one of four draws scores 1, the rest 0
+    again = random_explanation_iou(segment, [None, None], ["s0", "s1"], [region, region], pool, str,
+                                   np.random.default_rng(0), trials=400)
+    assert again.mean == b.mean  # seeded
+    with pytest.raises(ValueError, match="no other explanation"):
+        random_explanation_iou(segment, [None], ["s0"], [region], [], str, np.random.default_rng(0))

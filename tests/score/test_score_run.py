@@ -57,11 +57,13 @@ def test_run_score_writes_every_metric_and_a_rerun_adds_nothing(tmp_path, tiny_c
     summary = run_score(cfg, world_scorers(tiny_clip_dir))
     rows = score_rows(root)
     by = {(f, m): (v, c, d, model) for f, m, v, c, d, model in rows}
-    assert len(rows) == 4 * 5 and {f for f, *_ in rows} == {0, 1, 2, 3}
+    assert len(rows) == 4 * 6 and {f for f, *_ in rows} == {0, 1, 2, 3}
     assert {f: by[(f, "iou")][1] for f in range(4)} == {0: "colour", 1: "scene", 2: "object", 3: "other"}
     for f in (0, 1, 2):  # ideal features with the true explanation
         # a background covers most of an image, so random regions overlap it a lot too (scene: 0.9 vs 0.86)
         assert by[(f, "iou")][0] > 0.3 and by[(f, "iou")][0] > (1.02 if f == 1 else 3) * by[(f, "iou_random")][0]
+        # the paper's baseline: the other features' explanations (other concepts) on the same images
+        assert by[(f, "iou")][0] > 2 * by[(f, "iou_random_expl")][0]
         assert by[(f, "detection_bacc")][0] == 1.0
         d = by[(f, "detection_bacc")][2]
         assert d["n_pos"] == 3 and d["n_neg"] == 3 and d["template"] == "detect-zoo-v1"
@@ -106,7 +108,7 @@ def test_run_score_builds_default_scorers_and_records_what_it_cannot_do(tmp_path
     # the fixture's meta names no real model or SAE: detection cannot find non-activating images
     summary = run_score(ScoreConfig(index=root, detection=True, clip_model=tiny_clip_dir, trials=5, progress=False))
     rows = score_rows(root)
-    assert {m for _, m, *_ in rows} == {"iou", "iou_random", "clip", "clip_random"}
+    assert {m for _, m, *_ in rows} == {"iou", "iou_random", "iou_random_expl", "clip", "clip_random"}
     assert {f for f, *_ in rows} == {0, 1, 2, 3}
     errs = [e for e in summary["run_errors"] if e["metric"] == "detection_bacc"]
     assert {e["feature"] for e in errs} == {0, 1, 2, 3} and "does not exist" in errs[0]["reason"]

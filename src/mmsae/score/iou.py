@@ -89,6 +89,26 @@ def random_region_iou(segmentations: list[np.ndarray], boxes: list[np.ndarray], 
     return Baseline.of(values)
 
 
+def random_explanation_iou(segment, images: list, sample_ids: list[str], regions: list[np.ndarray], pool,
+                           phrase, rng: np.random.Generator, trials: int = 100) -> Baseline:
+    """Baseline (the paper's): other features' explanations grounded on this feature's top images and
+    compared with its activation regions. `segment(image, phrase, sample_id)` is the segmenter, `phrase`
+    turns an explanation into the entity phrase to ground, `pool` holds the other explanations."""
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    if len(pool) == 0:
+        raise ValueError("no other explanation to draw random explanations from")
+    cache: dict[int, float] = {}  # a drawn explanation's IoU is the same every time it is drawn
+    values = []
+    for _ in range(trials):
+        j = int(rng.integers(len(pool)))
+        if j not in cache:
+            ph = phrase(pool[j])
+            cache[j] = mean_iou([segment(im, ph, sid) for im, sid in zip(images, sample_ids)], regions)
+        values.append(cache[j])
+    return Baseline.of(values)
+
+
 # ---- the world's vocabulary: entities named by an explanation, and its concept class ----
 
 _WORDS = sorted(CLASS_OF, key=len, reverse=True)

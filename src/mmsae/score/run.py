@@ -21,7 +21,8 @@ import numpy as np
 
 from ..io import write_json
 from . import reader
-from .iou import binarise, concept_groups, explanation_class, mean_iou, random_region_iou, region_mask
+from .iou import (binarise, concept_groups, explanation_class, mean_iou, random_explanation_iou, random_region_iou,
+                  region_mask)
 from .negatives import build_pool
 from .scorers import Scorers, build_scorers, load_images
 from .summary import METRICS, summarise
@@ -223,9 +224,9 @@ def _score_one(cfg, f: int, text: str, tops: list, metrics: list[str], scorers: 
     except Exception as err:  # a missing or changed image: this feature waits for the next run
         tally.error(f, "*", f"{type(err).__name__}: {err}")
         return out
-    if {"iou", "iou_random"} & set(metrics):
+    if {"iou", "iou_random", "iou_random_expl"} & set(metrics):
         try:
-            out.update(_iou_metrics(cfg, f, text, tops, images, metrics, scorers, tally))
+            out.update(_iou_metrics(cfg, f, text, tops, images, metrics, scorers, tally, pool))
         except Exception as err:
             tally.error(f, "iou", f"{type(err).__name__}: {err}")
     if {"clip", "clip_random"} & set(metrics):
@@ -251,7 +252,7 @@ def _score_one(cfg, f: int, text: str, tops: list, metrics: list[str], scorers: 
     return out
 
 
-def _iou_metrics(cfg, f, text, tops, images, metrics, scorers: Scorers, tally: Tally) -> dict:
+def _iou_metrics(cfg, f, text, tops, images, metrics, scorers: Scorers, tally: Tally, pool: Sequence[str] = ()) -> dict:
     phrase = scorers.phrase(text)
     segs = [scorers.segmenter.segment(im, phrase, t.sample_id) for im, t in zip(images, tops)]
     for s, t in zip(segs, tops):
@@ -270,6 +271,13 @@ def _iou_metrics(cfg, f, text, tops, images, metrics, scorers: Scorers, tally: T
         sizes = [int(binarise(t.act_N, cfg.threshold).sum()) for t in tops]
         b = random_region_iou(segs, [t.box_N4 for t in tops], sizes, _rng(cfg, f, "iou_random"), cfg.trials)
         out["iou_random"] = (b.mean, {"trials": b.trials, "se": b.se, "region_patches": sizes, "phrase": phrase})
+    if "iou_random_expl" in metrics:
+        if len(pool) == 0:
+            tally.error(f, "iou_random_expl", "no other explanation to draw random explanations from")
+        else:
+            b = random_explanation_iou(scorers.segmenter.segment, images, [t.sample_id for t in tops], regions, pool,
+                                       scorers.phrase, _rng(cfg, f, "iou_random_expl"), cfg.trials)
+            out["iou_random_expl"] = (b.mean, {"trials": b.trials, "se": b.se, "pool": len(pool)})
     return out
 
 

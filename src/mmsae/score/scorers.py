@@ -57,7 +57,7 @@ class Scorers:
         out = {}
         if self.segmenter is not None:
             seg = self.segmenter.name + (f"+phrase:{self.phrase_backend.name}" if self.phrase_backend else "")
-            out.update(iou=seg, iou_random=seg)
+            out.update(iou=seg, iou_random=seg, iou_random_expl=seg)
         if self.clip is not None:
             out.update(clip=self.clip.name, clip_random=self.clip.name)
         if self.judge is not None:
