@@ -80,3 +80,58 @@ def test_chunked_paths_agree_with_unchunked(monkeypatch):
     torch.testing.assert_close(
         kernels._gather_dot(idx_BK, W_FD, grad_BD), (W_FD[idx_BK] * grad_BD[:, None, :]).sum(-1)
     )
+
+
+def test_gather_linear_with_a_shift_matches_dense_reference():
+    """pre = (x − s)·Wᵀ + b at idx; s's gradient is formed as −(grad_b @ W), x's per token."""
+    g = torch.Generator().manual_seed(4)
+    _, idx_BK, W_FD = _inputs(seed=4)
+    x_BD, s_D, b_F, grad_BK = (torch.randn(*shape, generator=g) for shape in ((B, D), (D,), (F,), (B, K)))
+    for recompute in (True, False):
+        x, s, W, b = (t.clone().requires_grad_() for t in (x_BD, s_D, W_FD, b_F))
+        pre_BF = None if recompute else ((x_BD - s_D) @ W_FD.T + b_F)
+        out = gather_linear(x, W, b, idx_BK, pre_BF, shift_D=s)
+        out.backward(grad_BK)
+        x64, s64, W64, b64 = (t.double().requires_grad_() for t in (x_BD, s_D, W_FD, b_F))
+        ref = ((x64 - s64) @ W64.T + b64).gather(1, idx_BK)
+        ref.backward(grad_BK.double())
+        torch.testing.assert_close(out.double(), ref.detach(), rtol=1e-5, atol=1e-5)
+        for name, got, want in (("x", x, x64), ("shift", s, s64), ("W", W, W64), ("b", b, b64)):
+            torch.testing.assert_close(got.grad.double(), want.grad, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("n_cols,k", [(256, 4), (1024, 8), (4100, 16), (1002, 8), (64, 8)])
+def test_topk_indices_is_torch_topk_up_to_ties(n_cols, k):
+    """Grouped top-k (several levels for 256 and 1024 columns, plain for 1002 and 64) returns k
+    distinct columns holding exactly torch.topk's values, also among many exact ties."""
+    from mmsae.sae.kernels import topk_indices
+
+    g = torch.Generator().manual_seed(n_cols)
+    for scores in (torch.randn(33, n_cols, generator=g), torch.randint(0, 12, (33, n_cols), generator=g).float(),
+                   torch.randn(33, n_cols, generator=g).bfloat16()):
+        idx = topk_indices(scores, k)
+        assert idx.shape == (33, k) and idx.min() >= 0 and idx.max() < n_cols
+        assert (idx.sort(1).values.diff(1) > 0).all()  # no column twice
+        want = scores.topk(k, dim=1).values
+        assert torch.equal(scores.gather(1, idx).sort(1, descending=True).values, want)
+
+
+def test_select_topk_from_bf16_product_picks_float32s_top_k_with_exact_values():
+    from mmsae.sae.kernels import dense_preactivation, select_topk
+
+    g = torch.Generator().manual_seed(5)
+    Bx, Fx, Dx, k = 64, 512, 64, 8
+    x_BD, s_D, W_FD, b_F = (torch.randn(*shape, generator=g) for shape in ((Bx, Dx), (Dx,), (Fx, Dx), (Fx,)))
+    exact = (x_BD - s_D) @ W_FD.T + b_F
+    low = dense_preactivation(x_BD, W_FD, b_F, torch.bfloat16, shift_D=s_D)
+    assert low.dtype == torch.bfloat16
+    plain = low.float().topk(k, dim=1).indices  # bf16's own choice differs on near-ties...
+    want = exact.topk(k, dim=1)
+    assert not torch.equal(plain.sort(1).values, want.indices.sort(1).values)
+    W = W_FD.clone().requires_grad_()
+    idx, pre = select_topk(x_BD, W, b_F, low, k, shift_D=s_D)  # ...the exact values settle them
+    assert torch.equal(idx.sort(1).values, want.indices.sort(1).values)
+    torch.testing.assert_close(pre.sort(1, descending=True).values, want.values, rtol=1e-5, atol=1e-5)
+    pre.sum().backward()
+    ref = torch.zeros(Fx, Dx).index_add_(0, idx.reshape(-1), (x_BD - s_D).repeat_interleave(k, 0))
+    torch.testing.assert_close(W.grad, ref, rtol=1e-5, atol=1e-5)

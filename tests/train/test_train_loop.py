@@ -106,3 +106,34 @@ def test_schedule_and_dead_tracker():
     tr.update(torch.tensor([0, 1, 0, 0]), 60)
     assert tr.tokens_since_fired_F.tolist() == [60, 0, 120, 120]
     assert tr.dead_mask().tolist() == [False, False, True, True] and tr.dead_fraction() == 0.5
+
+
+def test_selection_dtype_auto_follows_the_hardware_and_float32_is_exact(tmp_path, monkeypatch):
+    import mmsae.train.loop as loop
+
+    acts = synthetic_acts()[:64]
+    for fast, want in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(loop, "bf16_is_fast", lambda device, fast=fast: fast)
+        t = Trainer(_cfg(), TensorBatches(acts, 64), tmp_path / str(fast))
+        t._initialise(acts)
+        assert t.sae.selection_dtype == want
+    # BatchTopK's selection uses the bf16 product as is: "auto" keeps it exact
+    monkeypatch.setattr(loop, "bf16_is_fast", lambda device: True)
+    t = Trainer(_cfg(kind="batchtopk"), TensorBatches(acts, 64), tmp_path / "batchtopk")
+    t._initialise(acts)
+    assert t.sae.selection_dtype == torch.float32
+    for choice, want in (("float32", torch.float32), (None, torch.float32), ("bfloat16", torch.bfloat16)):
+        t = Trainer(_cfg(selection_dtype=choice), TensorBatches(acts, 64), tmp_path / str(choice))
+        t._initialise(acts)
+        assert t.sae.selection_dtype == want
+    with pytest.raises(ValueError, match="selection_dtype must be one of"):
+        _cfg(selection_dtype="float16")
+
+
+def test_bf16_and_float32_selection_train_to_the_same_sae(tmp_path):
+    """bf16 only narrows the choice of latents, so a short run lands where the exact one does."""
+    acts = 7.0 * synthetic_acts()
+    a = train(_cfg(steps=20, selection_dtype="float32", plots=False), TensorBatches(acts, 64), tmp_path / "f32")
+    b = train(_cfg(steps=20, selection_dtype="bfloat16", plots=False), TensorBatches(acts, 64), tmp_path / "bf16")
+    for name, p in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[name], p, rtol=1e-4, atol=1e-5, msg=name)

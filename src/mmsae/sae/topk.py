@@ -7,7 +7,14 @@ from torch import Tensor
 
 from mmsae.sae.base import SAE, Reduce, SAEOutput, no_reduce, register
 from mmsae.sae.codes import Codes
-from mmsae.sae.kernels import dense_preactivation, select_values, sparse_decode
+from mmsae.sae.kernels import (
+    dense_preactivation,
+    encoder_input,
+    select_topk,
+    select_values,
+    sparse_decode,
+    topk_indices,
+)
 
 
 @register("topk")
@@ -18,12 +25,19 @@ class TopKSAE(SAE):
     selection_dtype: torch.dtype | None = None
 
     def _select(self, x_BD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(pre_BF without autograd, values_BK with a sparse backward, idx_BK)."""
-        pre_BF = dense_preactivation(x_BD, self.W_enc, self.b_enc, self.selection_dtype)
+        """(pre_BF without autograd, values_BK with a sparse backward, idx_BK) for an encoder input
+        x_BD (b_dec already subtracted). Subclasses with another selection rule override this."""
+        return self._select_shifted(x_BD, None)
+
+    def _select_shifted(
+        self, x_BD: Tensor, shift_D: Tensor | None, out: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """`_select` of x_BD − shift_D, the shift's gradient formed sparsely (see GatherLinear)."""
+        rows_BD = encoder_input(x_BD, shift_D, self.W_enc.dtype)  # x − shift, once for every use below
+        pre_BF = dense_preactivation(rows_BD, self.W_enc, self.b_enc, self.selection_dtype, out=out)
         # top-k then ReLU equals ReLU then top-k (ReLU is monotone) and saves a [B, F] pass.
-        idx_BK = pre_BF.topk(self.cfg.k, dim=1, sorted=False).indices
-        values_BK = torch.relu(select_values(x_BD, self.W_enc, self.b_enc, idx_BK, pre_BF))
-        return pre_BF, values_BK, idx_BK
+        idx_BK, pre_BK = select_topk(x_BD, self.W_enc, self.b_enc, pre_BF, self.cfg.k, shift_D, rows_BD)
+        return pre_BF, torch.relu(pre_BK), idx_BK
 
     def encode(self, x_BD: Tensor) -> Codes:
         _, values_BK, idx_BK = self._select(self.sae_input(x_BD))
@@ -32,21 +46,54 @@ class TopKSAE(SAE):
     def forward(self, x_BD: Tensor, dead_mask_F: Tensor | None = None, reduce: Reduce | None = None) -> SAEOutput:
         reduce = reduce or no_reduce
         x_BD = x_BD.to(self.W_enc.dtype)
-        sae_in_BD = self.sae_input(x_BD)
-        pre_BF, values_BK, idx_BK = self._select(sae_in_BD)
+        if type(self)._select is TopKSAE._select:
+            # this class's own rule (not a subclass's): x and b_dec go in separately (a cheaper
+            # b_dec gradient) and the [B, F] product reuses one buffer across training steps
+            self.check_width(x_BD)
+            enc_in = (x_BD, self.b_dec if self.cfg.apply_b_dec_to_input else None)
+            pre_BF, values_BK, idx_BK = self._select_shifted(*enc_in, out=self._scratch_pre(x_BD))
+        else:
+            enc_in = (self.sae_input(x_BD), None)
+            pre_BF, values_BK, idx_BK = self._select(enc_in[0])
         codes = Codes(values_BK, idx_BK, self.cfg.n_latents)
         xhat_BD = self.decode(codes)
         recon, fvu = self._fvu(x_BD, xhat_BD, reduce)
-        aux = self._auxk_loss(sae_in_BD, x_BD, xhat_BD, pre_BF, dead_mask_F, reduce)
+        aux = self._auxk_loss(enc_in, x_BD, xhat_BD, pre_BF, dead_mask_F, reduce)
         zero = recon.new_zeros(())
         return SAEOutput(xhat_BD, codes, recon, aux, zero, fvu, aux_weight=self.auxk_alpha)
+
+    def _scratch_pre(self, x_BD: Tensor) -> Tensor | None:
+        """The [B, F] selection product's buffer, kept between training steps (a fresh one is
+        page-faulted in on every step on CPU); dropped by `eval()` so a trained SAE holds none."""
+        if not self.training or torch.is_autocast_enabled(x_BD.device.type):
+            return None
+        dtype = self.selection_dtype or self.W_enc.dtype
+        shape = (x_BD.shape[0], self.cfg.n_latents)
+        buf = getattr(self, "_scratch_pre_BF", None)
+        if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != x_BD.device:
+            self._scratch_pre_BF = buf = None  # free the old one first
+            self._scratch_pre_BF = buf = torch.empty(shape, dtype=dtype, device=x_BD.device)
+        return buf
+
+    def train(self, mode: bool = True) -> TopKSAE:
+        if not mode:
+            self._scratch_pre_BF = None
+        return super().train(mode)
+
+    @property
+    def refines_low_precision_selection(self) -> bool:
+        """Whether a bf16 `selection_dtype` still picks float32's latents: this class's rule lets
+        exact values decide among bf16's candidates (`select_topk`); a subclass's own `_select`
+        (BatchTopK's) uses the bf16 product as it is."""
+        return type(self)._select is TopKSAE._select
 
     @property
     def auxk_alpha(self) -> float:
         return float(self.cfg.auxk_alpha)
 
     def _auxk_loss(
-        self, sae_in_BD: Tensor, x_BD: Tensor, xhat_BD: Tensor, pre_BF: Tensor, dead_mask_F: Tensor | None, reduce: Reduce
+        self, enc_in: tuple[Tensor, Tensor | None], x_BD: Tensor, xhat_BD: Tensor, pre_BF: Tensor,
+        dead_mask_F: Tensor | None, reduce: Reduce,
     ) -> Tensor:
         """Reconstruct the residual from the top-k_aux dead latents (OpenAI's AuxK).
 
@@ -56,18 +103,17 @@ class TopKSAE(SAE):
         """
         if dead_mask_F is None or self.auxk_alpha == 0:
             return x_BD.new_zeros(())
-        n_dead = int(dead_mask_F.sum())
+        dead_A = dead_mask_F.to(pre_BF.device).nonzero().squeeze(1)
+        n_dead = int(dead_A.numel())
         if n_dead == 0:
             return x_BD.new_zeros(())
         k_aux = min(self.cfg.resolved_k_aux, n_dead)
-        masked_BF = pre_BF.masked_fill(~dead_mask_F.to(pre_BF.device), float("-inf"))
-        idx_BA = masked_BF.topk(k_aux, dim=1, sorted=False).indices
-        values_BA = torch.relu(select_values(sae_in_BD, self.W_enc, self.b_enc, idx_BA, pre_BF))
+        # the top k_aux among the dead columns only: no [B, F] masked copy of the product
+        with torch.no_grad():
+            idx_BA = dead_A[topk_indices(pre_BF.index_select(1, dead_A), k_aux)]
+        values_BA = torch.relu(select_values(enc_in[0], self.W_enc, self.b_enc, idx_BA, pre_BF, enc_in[1]))
         ehat_BD = sparse_decode(values_BA, idx_BA, self.W_dec)
         e_BD = (x_BD - xhat_BD).detach()
-        e64 = e_BD.to(torch.float64)
-        n = reduce(torch.tensor(float(e_BD.shape[0]), dtype=torch.float64, device=e_BD.device))
-        mean_D = reduce(e64.sum(0)) / n
-        variance = reduce(((e64 - mean_D) ** 2).sum()).clamp_min(1e-12)
+        variance = self._pooled_centred_sum_sq(e_BD, reduce)
         scale = min(n_dead / self.cfg.resolved_k_aux, 1.0)
         return scale * (ehat_BD - e_BD).pow(2).sum() / variance.to(e_BD.dtype)

@@ -9,6 +9,7 @@ from mmsae.sae.config import SAEConfig
 
 # Fields that must match between a checkpoint and the run resuming it.
 ARCH_FIELDS = ("kind", "n_latents", "k", "l1_coefficient", "seed")
+SELECTION_DTYPES = ("auto", "bfloat16", "float32", None)
 
 
 @dataclass
@@ -42,9 +43,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     autocast: bool = True  # bf16 autocast, on CUDA only
-    # TopK kinds: dtype of the dense selection product ("bfloat16" uses AMX / tensor cores; the k
-    # selected values and every gradient stay in float32). None: float32.
-    selection_dtype: str | None = None
+    # TopK kinds: dtype of the dense [B, F] product that only *selects* the k latents; the k values
+    # and every gradient stay in float32 either way. "bfloat16" runs it on AMX / AVX512-BF16 /
+    # tensor cores (~2x faster than float32 on such CPUs; near-ties may pick another latent);
+    # "float32" (or None) is exact; "auto" is bfloat16 where the device multiplies it natively and
+    # the kind lets exact values settle bf16's near-ties (TopK), else float32.
+    selection_dtype: str | None = "auto"
 
     hook_layer: int | None = None
     hook_name: str | None = None
@@ -57,6 +61,8 @@ class TrainConfig:
         if not 0 <= self.decay_fraction <= 1:
             raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
         self.betas = tuple(self.betas)  # JSON round trips make it a list
+        if self.selection_dtype not in SELECTION_DTYPES:
+            raise ValueError(f"selection_dtype must be one of {SELECTION_DTYPES}, got {self.selection_dtype!r}")
 
     def sae_config(self, d_in: int) -> SAEConfig:
         """Raises SAEConfigError for impossible settings (e.g. k ≥ n_latents) before any work."""

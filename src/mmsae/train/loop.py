@@ -12,6 +12,7 @@ import torch
 
 from mmsae.sae import SAE, default_lr
 from mmsae.sae.config import SAEConfig
+from mmsae.sae.kernels import bf16_is_fast
 from mmsae.sae.io_utils import atomic_file
 from mmsae.train.config import ARCH_FIELDS, TrainConfig
 from mmsae.train.data import ActivationSource, batch_tensor
@@ -50,8 +51,12 @@ class Trainer:
     def _build(self, sae_cfg: SAEConfig) -> None:
         torch.manual_seed(self.cfg.seed)
         self.sae = SAE.from_config(sae_cfg).to(self.device).train()
-        if self.cfg.selection_dtype and hasattr(self.sae, "selection_dtype"):
-            self.sae.selection_dtype = getattr(torch, self.cfg.selection_dtype)
+        if hasattr(self.sae, "selection_dtype"):
+            choice = self.cfg.selection_dtype or "float32"
+            if choice == "auto":  # bf16 where it is fast and the kind's selection stays float32's
+                exact = getattr(self.sae, "refines_low_precision_selection", False)
+                choice = "bfloat16" if exact and bf16_is_fast(self.device) else "float32"
+            self.sae.selection_dtype = getattr(torch, choice)
         self.params = [p for p in self.sae.parameters() if p.requires_grad]
         lr = self.cfg.lr if self.cfg.lr is not None else default_lr(sae_cfg.n_latents)
         # the fused Adam: one pass over each parameter instead of ~6 (GPU and, since torch 2.4, CPU)
@@ -82,7 +87,9 @@ class Trainer:
 
     def _train_step(self, acts_BD: torch.Tensor) -> dict[str, float]:
         sae = self.sae
-        x = acts_BD.to(self.device, torch.float32) * self.norm_scale
+        x = acts_BD.to(self.device, torch.float32)
+        if self.norm_scale != 1.0:
+            x = x * self.norm_scale
         dead_F = self.tracker.dead_mask() if sae.cfg.auxk_alpha > 0 else None
         use_bf16 = self.cfg.autocast and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -94,7 +101,15 @@ class Trainer:
         self.dist.average_gradients(self.params)
         if sae.unit_norm_decoder:
             sae.remove_gradient_parallel_to_decoder_directions()
-        if self.cfg.grad_clip:
+        if self.cfg.grad_clip and self.device.type == "cpu":
+            # clip_grad_norm_'s arithmetic, but no pass over the gradients when the factor is 1
+            # (it multiplies unconditionally so as not to synchronise a GPU; a CPU has nothing to wait for)
+            grads = [p.grad for p in self.params if p.grad is not None]
+            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            coef = self.cfg.grad_clip / (total + 1e-6)
+            if not float(coef) >= 1.0:  # NaN included, as clip_grad_norm_ would multiply by it
+                torch._foreach_mul_(grads, coef)
+        elif self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
         self.sched.step()
@@ -102,9 +117,15 @@ class Trainer:
         if self.dist.active and sae.cfg.kind == "batchtopk":  # each rank saw its own batch
             sae.threshold.copy_(self.dist.all_sum(sae.threshold) / self.dist.world_size)
         n_global = int(self.dist.all_sum(torch.tensor(float(x.shape[0]), device=self.device)))
-        self.tracker.update(self.dist.all_sum(out.codes.fired_F()), n_global)
+        codes = out.codes
+        if codes.indices is not None:  # Codes.fired_F without its boolean indexing (a sync and a copy)
+            fired_F = torch.zeros(codes.n_latents, dtype=torch.int64, device=codes.values.device)
+            fired_F.scatter_add_(0, codes.indices.reshape(-1), (codes.values != 0).reshape(-1).long())
+        else:
+            fired_F = codes.fired_F()
+        self.tracker.update(self.dist.all_sum(fired_F), n_global)
         self.tokens += n_global
-        stats = torch.stack([out.loss.detach().float(), out.fvu.float(), out.codes.active_B().sum().float()])
+        stats = torch.stack([out.loss.detach().float(), out.fvu.float(), codes.active_B().sum().float()])
         stats = self.dist.all_sum(stats)
         return {"loss": float(stats[0]), "fvu": float(stats[1]), "l0": float(stats[2]) / n_global}
 
