@@ -80,7 +80,7 @@ def score_command(
     console.print(f"features: {run['requested']} requested, {run['scored']} scored now, {run['already_scored']} already "
                   f"scored, {run['uninterpretable']} uninterpretable, {run['failed_explanation']} failed explanations, "
                   f"{run['no_explanation']} without explanation, {run['no_images']} without top images, "
-                  f"{run['out_of_range']} out of range; {run['empty_segmentations']} empty segmentations (IoU 0)")
+                  f"{run['out_of_range']} out of range; {run['empty_segmentations']} empty segmentations this run (IoU 0)")
     trials_used = ", ".join(f"{m}: {t}" for m, t in summary["trials"].items())
     if trials_used:
         console.print(f"random-baseline trials per feature: {trials_used}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..index.read import feature_examples_many, open_index, read_meta
 from ..io import write_json
 from . import reader
 from .iou import (binarise, concept_groups, explanation_class, mean_iou, random_explanation_iou, random_region_iou,
@@ -124,10 +125,10 @@ def run_score(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
     `scorers` replaces the segmenter / CLIP scorer / judge / negative pool built from cfg (for tests and
     callers holding loaded models)."""
     cfg.validate()
-    con = reader.connect(cfg.index, read_only=False)
+    con = open_index(cfg.index, read_only=False)
     try:
         con.execute(reader.SCORES_DDL)
-        meta = reader.read_meta(con)
+        meta = read_meta(con)
         exp_set = choose_set(con, cfg.explainer, cfg.prompt_version)
         explanations = reader.read_explanations(con, exp_set.model, exp_set.prompt_version)
         tally = Tally()
@@ -138,7 +139,8 @@ def run_score(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
         plan = {f: [m for m in models if (f, m, models[m], exp_set.model, exp_set.prompt_version) not in done] for f in todo}
         tally.already_scored = [f for f in todo if not plan[f]]
         plan = {f: ms for f, ms in plan.items() if ms}
-        tops, problems = reader.read_top_images(con, list(plan), cfg.n_images)
+        problems: dict[int, str] = {}
+        tops = feature_examples_many(con, list(plan), cfg.n_images, problems=problems)
         for f, why in problems.items():
             tally.error(f, "*", why)
         tally.no_images = [f for f in plan if f not in problems and not tops.get(f)]  # e.g. text-only features
@@ -259,7 +261,7 @@ def _iou_metrics(cfg, f, text, tops, images, metrics, scorers: Scorers, tally: T
         if s.shape != (t.height, t.width):
             raise ValueError(f"the segmenter returned a {s.shape[1]}x{s.shape[0]} mask for sample {t.sample_id}, "
                              f"whose image is {t.width}x{t.height}")
-    regions = [region_mask(t.box_N4, t.act_N, (t.width, t.height), cfg.threshold) for t in tops]
+    regions = [region_mask(t.box, t.acts, (t.width, t.height), cfg.threshold) for t in tops]
     empty = sum(not s.any() for s in segs)
     tally.empty_segmentations += empty
     groups = concept_groups(phrase)
@@ -268,8 +270,8 @@ def _iou_metrics(cfg, f, text, tops, images, metrics, scorers: Scorers, tally: T
         out["iou"] = (mean_iou(segs, regions), {"phrase": phrase, "concepts": groups, "n_images": len(tops),
                                                 "empty_segmentations": empty, "threshold": cfg.threshold})
     if "iou_random" in metrics:
-        sizes = [int(binarise(t.act_N, cfg.threshold).sum()) for t in tops]
-        b = random_region_iou(segs, [t.box_N4 for t in tops], sizes, _rng(cfg, f, "iou_random"), cfg.trials)
+        sizes = [int(binarise(t.acts, cfg.threshold).sum()) for t in tops]
+        b = random_region_iou(segs, [t.box for t in tops], sizes, _rng(cfg, f, "iou_random"), cfg.trials)
         out["iou_random"] = (b.mean, {"trials": b.trials, "se": b.se, "region_patches": sizes, "phrase": phrase})
     if "iou_random_expl" in metrics:
         if len(pool) == 0:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..index.read import example_image, index_source
 from .detection import DetectionJudge, detection_score
 from .negatives import NegativePool
 from .segment import GroundedSAMSegmenter, WorldSegmenter, llm_phrases, rule_phrase
@@ -17,25 +18,9 @@ from .segment import GroundedSAMSegmenter, WorldSegmenter, llm_phrases, rule_phr
 SEGMENTERS = ("world", "grounded-sam")
 
 
-def load_image(source, sample: int, image_index: int, sample_id: str | None = None,
-               size: tuple[int, int] | None = None) -> Image.Image:
-    """One image of the indexed data; a clear error naming the sample when the source disagrees."""
-    record = source.record(sample)
-    if sample_id is not None and record.id != sample_id:
-        raise ValueError(f"sample {sample}: the source has id {record.id!r} where the index has {sample_id!r} "
-                         "(not the indexed data?)")
-    if not 0 <= image_index < len(record.images):
-        raise ValueError(f"sample {sample} ({record.id}) has {len(record.images)} images; the index refers to image "
-                         f"{image_index}")
-    image = record.images[image_index]
-    if size is not None and image.size != tuple(size):
-        raise ValueError(f"sample {sample} ({record.id}) image {image_index} is {image.size[0]}x{image.size[1]} in the "
-                         f"source but {size[0]}x{size[1]} in the index")
-    return image
-
-
-def load_images(source, tops: list) -> list[Image.Image]:
-    return [load_image(source, t.sample, t.image_index, t.sample_id, (t.width, t.height)) for t in tops]
+def load_images(source, examples: list) -> list[Image.Image]:
+    """The original images of a feature's top images (mmsae.index Examples), checked against the index."""
+    return [example_image(source, e) for e in examples]
 
 
 @dataclass
@@ -76,7 +61,8 @@ class Scorers:
     def image(self, key: tuple[int, int]) -> Image.Image:
         """A pool image by (sample, image_index), kept in a small cache: negatives recur across features."""
         if key not in self._images:
-            self._images[key] = load_image(self.source, *key)
+            sample, image_index = key
+            self._images[key] = self.source.record(sample).images[image_index]
             if len(self._images) > 256:
                 self._images.popitem(last=False)
         return self._images[key]
@@ -86,11 +72,12 @@ class Scorers:
         if self.negatives is None:
             raise ValueError("no pool of non-activating images")
         n = self.n_negatives or len(tops)
-        neg = self.negatives.negatives(feature, max_act, n, rng, self.negative_tolerance, exclude={t.key for t in tops})
+        top_keys = [(t.sample, t.image_index) for t in tops]
+        neg = self.negatives.negatives(feature, max_act, n, rng, self.negative_tolerance, exclude=set(top_keys))
         if not neg:
             raise ValueError(f"none of the {len(self.negatives.keys)} pool images has feature {feature} at ~0 "
                              f"(<= {self.negative_tolerance} x its max activation); enlarge the negative pool")
-        res = detection_score(text, images, [self.image(k) for k in neg], self.judge, [t.key for t in tops], neg)
+        res = detection_score(text, images, [self.image(k) for k in neg], self.judge, top_keys, neg)
         if res.bacc is None:
             raise ValueError(f"the judge answered none of the {len(images) + len(neg)} images: {res.errors[:3]}")
         details = res.to_dict()
@@ -108,14 +95,10 @@ def _is_zoo(path: Path | str | None) -> bool:
 def build_scorers(cfg, meta: dict) -> Scorers:
     """Load what cfg asks for; defaults on a world index are the world segmenter, the zoo CLIP and (for
     detection) the zoo subject as judge."""
-    from ..data import open_source
     from ..zoo import model_dir
 
     world = str(meta.get("data", "")).startswith("world:")
-    spec = cfg.source or meta.get("data")
-    if not spec:
-        raise ValueError("the index meta has no 'data' source spec; pass the source (--source)")
-    scorers = Scorers(open_source(str(spec), prompt=meta.get("prompt")), n_negatives=cfg.n_negatives,
+    scorers = Scorers(index_source(meta, cfg.source), n_negatives=cfg.n_negatives,
                       negative_tolerance=cfg.negative_tolerance)
     if cfg.iou:
         kind = cfg.segmenter or ("world" if world else "grounded-sam")
