@@ -134,3 +134,17 @@ def test_score_cli_prints_a_table_and_names_bad_input(tmp_path, tiny_clip_dir):
     assert "total" in res.output and "colour" in res.output and "1 out of range" in res.output
     res = CliRunner().invoke(app, ["score", "--index", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "no feature index" in res.output
+
+
+def test_run_score_with_grounded_sam_end_to_end(tmp_path, tiny_grounded_sam):
+    gd, sam = tiny_grounded_sam
+    root = make_index(tmp_path)
+    summary = run_score(ScoreConfig(index=root, features=[0, 1], segmenter="grounded-sam", grounding_model=gd,
+                                    sam_model=sam, box_threshold=0.0, text_threshold=0.0, clip=False, trials=3,
+                                    device="cpu", progress=False))
+    rows = score_rows(root)
+    assert {(f, m) for f, m, *_ in rows} == {(f, m) for f in (0, 1) for m in ("iou", "iou_random", "iou_random_expl")}
+    assert all(model == "grounded-sam:grounding-dino+sam" and 0.0 <= v <= 1.0 for _, _, v, _, _, model in rows)
+    assert summary["run_errors"] == [] and summary["metrics"]["iou"]["n"] == 2
+    with pytest.raises(ValueError, match="--grounding-model"):
+        run_score(ScoreConfig(index=root, segmenter="grounded-sam", clip=False, progress=False))

@@ -36,6 +36,7 @@ class Scorers:
     n_negatives: int | None = None  # default: as many as the feature's top images
     negative_tolerance: float = 0.01
     _images: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _phrases: dict = field(default_factory=dict, repr=False)  # the random-explanation baseline reuses them
 
     def models(self) -> dict[str, str]:
         """metric -> the name stored in the scores table's model column."""
@@ -54,9 +55,10 @@ class Scorers:
         explanation itself; an open-vocabulary grounder gets the LLM's phrase, or the rule's."""
         if isinstance(self.segmenter, WorldSegmenter):
             return explanation
-        if self.phrase_backend is not None:
-            return llm_phrases([explanation], self.phrase_backend)[0][0]
-        return rule_phrase(explanation)
+        if explanation not in self._phrases:
+            self._phrases[explanation] = (llm_phrases([explanation], self.phrase_backend)[0][0] if self.phrase_backend
+                                          is not None else rule_phrase(explanation))
+        return self._phrases[explanation]
 
     def image(self, key: tuple[int, int]) -> Image.Image:
         """A pool image by (sample, image_index), kept in a small cache: negatives recur across features."""
