@@ -14,7 +14,7 @@ def score_command(
     limit: int = typer.Option(None, help="score at most this many features"),
     explainer: str = typer.Option(None, help="explanation set: the explainer model (default: the largest set)"),
     prompt_version: str = typer.Option(None, help="explanation set: the prompt version"),
-    iou: bool = typer.Option(True, "--iou/--no-iou", help="IoU score and its random-region baseline"),
+    iou: bool = typer.Option(True, "--iou/--no-iou", help="IoU score and its random baselines (regions, explanations)"),
     clip: bool = typer.Option(True, "--clip/--no-clip", help="CLIP score and its random-explanation baseline"),
     detection: bool = typer.Option(False, "--detection", help="detection score (balanced accuracy of a judge)"),
     segmenter: str = typer.Option(None, help="world | grounded-sam (default: world on a world index)"),
