@@ -35,17 +35,11 @@ def _manifest(store: str | Path | None) -> dict[str, Any]:
 
 def check_target(model: str, d_in: int, layer: int) -> None:
     """A clear error for a missing model, a width that is not the SAE's, or a layer out of range."""
-    from transformers import AutoConfig
+    from mmsae.models.registry import model_shape
 
-    path = Path(model)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"model {path} is not a model directory (no config.json)")
-    text = AutoConfig.from_pretrained(path).get_text_config()
-    width, n_layers = getattr(text, "hidden_size", None), getattr(text, "num_hidden_layers", None)
+    width, _ = model_shape(model, layer)
     if width is not None and width != d_in:
-        raise ValueError(f"the SAE's d_in {d_in} does not match the width {width} of model {path}")
-    if n_layers is not None and not 0 <= layer < n_layers:
-        raise ValueError(f"layer {layer} is out of range: model {path} has {n_layers} decoder blocks (0..{n_layers - 1})")
+        raise ValueError(f"the SAE's d_in {d_in} does not match the width {width} of model {model}")
 
 
 def resolve_splice_settings(sae_cfg: Any, store: str | Path | None = None, model: str | None = None,

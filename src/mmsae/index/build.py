@@ -84,18 +84,10 @@ def _check_config(cfg: IndexConfig) -> None:
 
 def check_model_and_sae(cfg: IndexConfig, sae) -> int:
     """The layer to capture; clear errors for a width or layer mismatch, before the model is loaded."""
-    from transformers import AutoConfig
-
-    from mmsae.models.base import AdapterError
-    from mmsae.models.registry import adapter_class
+    from mmsae.models.registry import check_layer_range, model_shape
 
     path = Path(cfg.model)
-    if not (path / "config.json").is_file():
-        raise AdapterError(f"model {path} is not a model directory (no config.json)")
-    config = AutoConfig.from_pretrained(path)
-    adapter_class(config.model_type)
-    text = config.get_text_config()
-    d_model, n_layers = int(text.hidden_size), getattr(text, "num_hidden_layers", None)
+    d_model, n_layers = model_shape(path)
     if sae.cfg.d_in != d_model:
         raise ValueError(f"SAE {cfg.sae} has d_in {sae.cfg.d_in} but model {path} has d_model {d_model}: "
                          "the SAE was trained on another model")
@@ -105,9 +97,7 @@ def check_model_and_sae(cfg: IndexConfig, sae) -> int:
     if cfg.layer is not None and hook is not None and cfg.layer != hook:
         raise ValueError(f"layer {cfg.layer} was requested but SAE {cfg.sae} was trained on layer {hook}")
     layer = hook if cfg.layer is None else cfg.layer
-    if n_layers is not None and not 0 <= layer < n_layers:
-        raise AdapterError(f"layer {layer} is out of range: model {path} has {n_layers} decoder blocks "
-                           f"(0..{n_layers - 1})")
+    check_layer_range(path, n_layers, layer)
     return int(layer)
 
 

@@ -27,6 +27,30 @@ def adapter_class(model_type: str) -> type[Adapter]:
     raise AdapterError(f"no adapter for model_type {model_type!r}; supported: {', '.join(known)}")
 
 
+def model_shape(path: str | Path, layer: int | None = None) -> tuple[int | None, int | None]:
+    """(d_model, n_layers) of a model directory, read from its config before any weights load.
+
+    Clear errors for a directory without config.json, a family without an adapter and, when `layer` is
+    given, a layer outside the model's decoder blocks. None where the config does not say."""
+    from transformers import AutoConfig
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise AdapterError(f"model {path} is not a model directory (no config.json)")
+    config = AutoConfig.from_pretrained(path)
+    adapter_class(config.model_type)
+    text = config.get_text_config()
+    d_model, n_layers = getattr(text, "hidden_size", None), getattr(text, "num_hidden_layers", None)
+    if layer is not None:
+        check_layer_range(path, n_layers, layer)
+    return (None if d_model is None else int(d_model)), n_layers
+
+
+def check_layer_range(path: str | Path, n_layers: int | None, layer: int) -> None:
+    if n_layers is not None and not 0 <= layer < n_layers:
+        raise AdapterError(f"layer {layer} is out of range: model {path} has {n_layers} decoder blocks (0..{n_layers - 1})")
+
+
 def supported_model_types() -> list[str]:
     _register_optional()
     return sorted(t for c in ADAPTERS for t in c.model_types)

@@ -67,20 +67,9 @@ def _barrier() -> None:
 
 def _check_model(cfg: HarvestConfig) -> None:
     """Fail on a missing model, unknown family or bad layer before loading any weights."""
-    from transformers import AutoConfig
+    from mmsae.models.registry import model_shape
 
-    from mmsae.models.base import AdapterError
-    from mmsae.models.registry import adapter_class
-
-    path = Path(cfg.model)
-    if not (path / "config.json").is_file():
-        raise AdapterError(f"model {path} is not a model directory (no config.json)")
-    config = AutoConfig.from_pretrained(path)
-    adapter_class(config.model_type)
-    text = config.get_text_config()
-    n = getattr(text, "num_hidden_layers", None)
-    if n is not None and not 0 <= cfg.layer < n:
-        raise AdapterError(f"layer {cfg.layer} is out of range: the model has {n} decoder blocks (0..{n - 1})")
+    model_shape(cfg.model, cfg.layer)
     if cfg.tokens not in SELECTIONS:
         raise ValueError(f"tokens must be one of {SELECTIONS}")
     if cfg.dtype not in DTYPES or (cfg.model_dtype is not None and cfg.model_dtype not in DTYPES):

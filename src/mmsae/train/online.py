@@ -223,19 +223,14 @@ def open_online(model: str | Path, data: str, layer: int, batch_size: int, promp
                 **kwargs: Any) -> OnlineBatches:
     """Load the model and the data and return an OnlineBatches over them (kwargs: see OnlineBatches).
     A missing model, a layer out of range or bad data fail before the weights load."""
-    from transformers import AutoConfig
-
     from mmsae.data import DEFAULT_MAX_PIXELS, open_source
     from mmsae.models import load_adapter
+    from mmsae.models.registry import model_shape
     from mmsae.store import SELECTIONS
 
     if kwargs.get("tokens", "all") not in SELECTIONS:
         raise ValueError(f"tokens must be one of {SELECTIONS}, got {kwargs['tokens']!r}")
-    if not (Path(model) / "config.json").is_file():
-        raise ValueError(f"model {model} is not a model directory (no config.json)")
-    n_layers = getattr(AutoConfig.from_pretrained(model).get_text_config(), "num_hidden_layers", None)
-    if n_layers is not None and not 0 <= layer < n_layers:
-        raise ValueError(f"layer {layer} is out of range: model {model} has {n_layers} decoder blocks (0..{n_layers - 1})")
+    model_shape(model, layer)
     source = open_source(data, prompt=prompt, max_pixels=max_image_pixels or DEFAULT_MAX_PIXELS)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
