@@ -5,11 +5,12 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import typer
-from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from mmsae.data import open_source
@@ -18,6 +19,9 @@ from mmsae.store import selected
 from mmsae.store.stream import capture_batches
 from mmsae.train.cli import train_command
 from mmsae.train.online import OnlineBatches
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_script import assert_same_run  # noqa: E402
 
 LAYER = 1
 DATA = "world:n=5,seed=2"
@@ -184,12 +188,7 @@ def test_cli_online_kill9_then_resume_matches_uninterrupted_run(model, tmp_path)
 
     res = CliRunner().invoke(_app(), _train_args(model, out))
     assert res.exit_code == 0, res.output
-    a = load_file(str(tmp_path / "ref" / "sae" / "sae.safetensors"))
-    b = load_file(str(out / "sae" / "sae.safetensors"))
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
-    assert (out / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
+    assert_same_run(tmp_path / "ref", out)
     saved = json.loads((out / "sae" / "config.json").read_text())
     assert saved["hook_layer"] == LAYER and saved["norm_scale"] == pytest.approx(ref_ckpt["norm_scale"])
 

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_script import SlowBatches, config, synthetic_acts  # noqa: E402
+from train_script import SlowBatches, assert_same_run, config, synthetic_acts  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("train_script.py")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
@@ -52,9 +51,4 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     assert 10 <= killed_at < 40 and not (out / "sae").exists()
 
     _run(out)
-    a = load_file(str(tmp_path / "ref" / "sae" / "sae.safetensors"))
-    b = load_file(str(out / "sae" / "sae.safetensors"))
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
-    assert (out / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
+    assert_same_run(tmp_path / "ref", out)

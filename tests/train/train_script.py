@@ -31,6 +31,18 @@ class SlowBatches(TensorBatches):
             yield b
 
 
+def assert_same_run(ref, out) -> None:
+    """Two training runs ended with bitwise-equal SAE weights and the same metrics history."""
+    from safetensors.torch import load_file
+
+    a = load_file(str(ref / "sae" / "sae.safetensors"))
+    b = load_file(str(out / "sae" / "sae.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert (out / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
+
+
 def config(steps: int) -> TrainConfig:
     return TrainConfig(kind="topk", n_latents=64, k=4, steps=steps, lr=2e-3, warmup_steps=5, checkpoint_every=5,
                        log_every=5, dead_tokens=500, seed=3, plots=False)
