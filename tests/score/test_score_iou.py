@@ -125,3 +125,25 @@ def test_random_explanation_iou_draws_other_explanations():
     assert again.mean == b.mean  # seeded
     with pytest.raises(ValueError, match="no other explanation"):
         random_explanation_iou(segment, [None], ["s0"], [region], [], str, np.random.default_rng(0))
+
+
+def test_random_image_baseline_averages_random_draws_and_grounds_each_image_once():
+    from mmsae.score import random_image_iou
+
+    full, half, empty = np.ones((4, 4), bool), np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    half[:2] = True
+    # pool image i: (segmentation, region) with IoU 1, 0.5, 0 (concept absent) and 0 (neither found)
+    pairs = [(full, full), (full, half), (full, empty), (empty, empty)]
+    calls = []
+
+    def segment(i):
+        calls.append(i)
+        return pairs[i][0]
+
+    b = random_image_iou(segment, lambda i: pairs[i][1], 4, 4, np.random.default_rng(0), trials=7)
+    assert b.mean == pytest.approx(1.5 / 4) and b.se == 0 and b.trials == 7  # every trial draws the whole pool
+    assert sorted(calls) == [0, 1, 2, 3]  # each image grounded once, however often drawn
+    one = random_image_iou(lambda i: pairs[i][0], lambda i: pairs[i][1], 4, 1, np.random.default_rng(1), trials=4000)
+    assert one.mean == pytest.approx(1.5 / 4, abs=0.03) and one.se > 0
+    with pytest.raises(ValueError, match="no random images"):
+        random_image_iou(segment, segment, 0, 5, np.random.default_rng(0))

@@ -3,11 +3,12 @@ import json
 import duckdb
 import numpy as np
 import pytest
-from index_fixture import concept_feature, world_index
+from index_fixture import concept_acts, concept_feature, world_index
 from score_fakes import OracleWorldJudge
 
 from mmsae.data import open_source
-from mmsae.score import ClipScorer, DetectionJudge, NegativePool, ScoreConfig, Scorers, WorldSegmenter, run_score
+from mmsae.score import ClipScorer, DetectionJudge, ImagePool, ScoreConfig, Scorers, WorldSegmenter, run_score
+from mmsae.score.pool import PoolImage
 from mmsae.world import World
 
 N, SEED = 40, 0
@@ -32,14 +33,28 @@ def make_index(tmp_path):
     return root
 
 
+GRID_BOXES = np.array([[c * 8, r * 8, (c + 1) * 8, (r + 1) * 8] for r in range(8) for c in range(8)], dtype=float)
+
+
+def ideal_pool() -> ImagePool:
+    """Every scene of the world as a pool image, where each feature of CONCEPTS is an ideal feature of
+    its concept (it fires on the patches the concept covers)."""
+    images, acts_IF = [], np.zeros((N, 8), np.float32)
+    for i in range(N):
+        acts_PF = np.zeros((64, 8), np.float32)
+        for f, c in CONCEPTS.items():
+            acts_PF[:, f] = concept_acts(SEED, i, c).ravel()
+        patch_N, col_N = np.nonzero(acts_PF)
+        images.append(PoolImage(f"world-{SEED}-{i}", (64, 64), GRID_BOXES, patch_N, col_N, acts_PF[patch_N, col_N]))
+        acts_IF[i] = acts_PF.max(0)
+    return ImagePool([(i, 0) for i in range(N)], list(range(8)), acts_IF, [], images)
+
+
 def world_scorers(clip_dir) -> Scorers:
-    world = World()
-    scenes = [world[i] for i in range(N)]
-    concepts = {f: c for f, c in CONCEPTS.items()}
-    acts_IF = np.array([[1.0 if concepts.get(f) in s.concepts() else 0.0 for f in range(8)] for s in scenes])
+    scenes = [World()[i] for i in range(N)]
     return Scorers(source=open_source(f"world:n={N},seed={SEED}"), segmenter=WorldSegmenter(),
                    clip=ClipScorer(clip_dir, device="cpu"), judge=DetectionJudge(OracleWorldJudge(scenes), "detect-zoo-v1"),
-                   negatives=NegativePool([(i, 0) for i in range(N)], list(range(8)), acts_IF, []))
+                   pool=ideal_pool())
 
 
 def score_rows(root):
@@ -57,18 +72,23 @@ def test_run_score_writes_every_metric_and_a_rerun_adds_nothing(tmp_path, tiny_c
     summary = run_score(cfg, world_scorers(tiny_clip_dir))
     rows = score_rows(root)
     by = {(f, m): (v, c, d, model) for f, m, v, c, d, model in rows}
-    assert len(rows) == 4 * 6 and {f for f, *_ in rows} == {0, 1, 2, 3}
+    assert len(rows) == 4 * 7 and {f for f, *_ in rows} == {0, 1, 2, 3}
     assert {f: by[(f, "iou")][1] for f in range(4)} == {0: "colour", 1: "scene", 2: "object", 3: "other"}
     for f in (0, 1, 2):  # ideal features with the true explanation
         # a background covers most of an image, so random regions overlap it a lot too (scene: 0.9 vs 0.86)
         assert by[(f, "iou")][0] > 0.3 and by[(f, "iou")][0] > (1.02 if f == 1 else 3) * by[(f, "iou_random")][0]
         # the paper's baseline: the other features' explanations (other concepts) on the same images
         assert by[(f, "iou")][0] > 2 * by[(f, "iou_random_expl")][0]
+        # the paper's code's baseline: the same explanation and feature on random images, where the concept
+        # is often absent (IoU 0) and, where present, grounded exactly as on the top images
+        assert 0 < by[(f, "iou_random_images")][0] < by[(f, "iou")][0]
+        assert by[(f, "iou_random_images")][2]["pool"] == N and by[(f, "iou_random_images")][2]["n_images"] == 3
         assert by[(f, "detection_bacc")][0] == 1.0
         d = by[(f, "detection_bacc")][2]
         assert d["n_pos"] == 3 and d["n_neg"] == 3 and d["template"] == "detect-zoo-v1"
         assert not {tuple(k) for k in d["negatives"]} & {(s, 0) for s, _ in concept_feature(SEED, N, CONCEPTS[f], 3)}
     assert by[(3, "iou")][0] == 0.0 and by[(3, "iou")][2]["empty_segmentations"] == 3  # grounded nothing: counted 0
+    assert by[(3, "iou_random_images")][0] == 0.0
     assert by[(3, "detection_bacc")][0] == 0.5 and by[(3, "detection_bacc")][2]["no_concepts"]
     assert by[(0, "iou_random")][2]["trials"] == 20 and by[(0, "iou_random")][2]["se"] > 0
     assert by[(0, "clip_random")][2]["pool"] == 4  # the other features' explanations of the set
@@ -105,13 +125,14 @@ def test_run_score_writes_every_metric_and_a_rerun_adds_nothing(tmp_path, tiny_c
 
 def test_run_score_builds_default_scorers_and_records_what_it_cannot_do(tmp_path, tiny_clip_dir):
     root = make_index(tmp_path)
-    # the fixture's meta names no real model or SAE: detection cannot find non-activating images
     summary = run_score(ScoreConfig(index=root, detection=True, clip_model=tiny_clip_dir, trials=5, progress=False))
     rows = score_rows(root)
     assert {m for _, m, *_ in rows} == {"iou", "iou_random", "iou_random_expl", "clip", "clip_random"}
     assert {f for f, *_ in rows} == {0, 1, 2, 3}
-    errs = [e for e in summary["run_errors"] if e["metric"] == "detection_bacc"]
-    assert {e["feature"] for e in errs} == {0, 1, 2, 3} and "does not exist" in errs[0]["reason"]
+    # the fixture's meta names no real model or SAE: no random images (detection negatives, iou_random_images)
+    for metric in ("detection_bacc", "iou_random_images"):
+        errs = [e for e in summary["run_errors"] if e["metric"] == metric]
+        assert {e["feature"] for e in errs} == {0, 1, 2, 3} and "does not exist" in errs[0]["reason"]
     # the other explanation set is scored on request, separately
     other = run_score(ScoreConfig(index=root, explainer="other-explainer", clip_model=tiny_clip_dir, trials=5,
                                   progress=False))
@@ -141,7 +162,7 @@ def test_run_score_with_grounded_sam_end_to_end(tmp_path, tiny_grounded_sam):
     root = make_index(tmp_path)
     summary = run_score(ScoreConfig(index=root, features=[0, 1], segmenter="grounded-sam", grounding_model=gd,
                                     sam_model=sam, box_threshold=0.0, text_threshold=0.0, clip=False, trials=3,
-                                    device="cpu", progress=False))
+                                    random_images=False, device="cpu", progress=False))
     rows = score_rows(root)
     assert {(f, m) for f, m, *_ in rows} == {(f, m) for f in (0, 1) for m in ("iou", "iou_random", "iou_random_expl")}
     assert all(model == "grounded-sam:grounding-dino+sam" and 0.0 <= v <= 1.0 for _, _, v, _, _, model in rows)

@@ -3,15 +3,16 @@
 
 from .clip_score import ClipScorer
 from .detection import DetectionJudge, DetectionResult, detection_score
-from .iou import (binarise, concept_groups, entity_concepts, explanation_class, iou, mean_iou, paint, random_region_iou,
-                  region_mask)
-from .negatives import NegativePool, build_pool
+from .iou import (binarise, concept_groups, entity_concepts, explanation_class, iou, mean_iou, paint,
+                  random_explanation_iou, random_image_iou, random_region_iou, region_mask)
+from .pool import ImagePool, build_pool
 from .run import ScoreConfig, run_score
 from .scorers import Scorers
 from .segment import GroundedSAMSegmenter, WorldSegmenter, llm_phrases, rule_phrase
 from .stats import Baseline, balanced_accuracy
 
 __all__ = ["ClipScorer", "DetectionJudge", "DetectionResult", "detection_score", "binarise", "concept_groups",
-           "entity_concepts", "explanation_class", "iou", "mean_iou", "paint", "random_region_iou", "region_mask",
-           "NegativePool", "build_pool", "ScoreConfig", "run_score", "Scorers", "GroundedSAMSegmenter",
-           "WorldSegmenter", "llm_phrases", "rule_phrase", "Baseline", "balanced_accuracy"]
+           "entity_concepts", "explanation_class", "iou", "mean_iou", "paint", "random_explanation_iou",
+           "random_image_iou", "random_region_iou", "region_mask", "ImagePool", "build_pool", "ScoreConfig", "run_score",
+           "Scorers", "GroundedSAMSegmenter", "WorldSegmenter", "llm_phrases", "rule_phrase", "Baseline",
+           "balanced_accuracy"]

@@ -14,7 +14,7 @@ def score_command(
     limit: int = typer.Option(None, help="score at most this many features"),
     explainer: str = typer.Option(None, help="explanation set: the explainer model (default: the largest set)"),
     prompt_version: str = typer.Option(None, help="explanation set: the prompt version"),
-    iou: bool = typer.Option(True, "--iou/--no-iou", help="IoU score and its random baselines (regions, explanations)"),
+    iou: bool = typer.Option(True, "--iou/--no-iou", help="IoU score and its random baselines (random images, explanations, regions)"),
     clip: bool = typer.Option(True, "--clip/--no-clip", help="CLIP score and its random-explanation baseline"),
     detection: bool = typer.Option(False, "--detection", help="detection score (balanced accuracy of a judge)"),
     segmenter: str = typer.Option(None, help="world | grounded-sam (default: world on a world index)"),
@@ -32,12 +32,17 @@ def score_command(
     threshold: float = typer.Option(0.0, help="activation region: patches above this fraction of the image's peak"),
     trials: int = typer.Option(100, help="random-baseline trials per feature"),
     negatives: int = typer.Option(None, help="non-activating images per feature (default: as many as top images)"),
-    negative_pool: int = typer.Option(200, help="random records searched for non-activating images"),
-    seed: int = typer.Option(0, help="seed of the random baselines and the negative pool"),
+    random_images: bool = typer.Option(True, "--random-images/--no-random-images",
+                                       help="the paper's code's IoU baseline: the explanation and the feature on "
+                                       "random images of the data (streams --pool-records through model + SAE)"),
+    pool_records: int = typer.Option(200, help="random records streamed through model + SAE: non-activating images "
+                                     "for detection, random images for the iou_random_images baseline"),
+    seed: int = typer.Option(0, help="seed of the random baselines and the random-image pool"),
     chunk_size: int = typer.Option(16, help="features per transaction"),
     source: str = typer.Option(None, help="data source spec replacing the index's meta.data"),
     device: str = typer.Option(None, help="cpu / cuda (default: cuda when available)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON instead of a table"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Score the explanations of an index (IoU, CLIP, detection, random baselines) into its `scores` table."""
     from rich.console import Console
@@ -56,8 +61,8 @@ def score_command(
                       sam_model=sam_model, box_threshold=box_threshold, phrase_url=phrase_url, phrase_model=phrase_model,
                       clip_model=clip_model, judge_model=explainer_model, judge_url=explainer_url,
                       judge_name=explainer_name, detection_template=detection_template, n_images=n_images,
-                      threshold=threshold, trials=trials, n_negatives=negatives, negative_pool=negative_pool, seed=seed,
-                      chunk_size=chunk_size, source=source, device=device, progress=not as_json)
+                      threshold=threshold, trials=trials, n_negatives=negatives, random_images=random_images, pool_records=pool_records, seed=seed,
+                      chunk_size=chunk_size, source=source, device=device, progress=progress and not as_json)
     try:
         summary = run_score(cfg)
     except (FileNotFoundError, ValueError) as err:

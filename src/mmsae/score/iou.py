@@ -1,4 +1,4 @@
-"""IoU of a grounded explanation with a feature's activation region, and its random-region baseline.
+"""IoU of a grounded explanation with a feature's activation region, and its three random baselines.
 
 Regions live in the ORIGINAL image's pixels: every image token carries its pixel box (x0, y0, x1, y1) in
 the index's `image_patches`, so any model family, and every tile of an AnyRes image, maps back the same
@@ -106,6 +106,28 @@ def random_explanation_iou(segment, images: list, sample_ids: list[str], regions
             ph = phrase(pool[j])
             cache[j] = mean_iou([segment(im, ph, sid) for im, sid in zip(images, sample_ids)], regions)
         values.append(cache[j])
+    return Baseline.of(values)
+
+
+def random_image_iou(segment, region, n_pool: int, n_images: int, rng: np.random.Generator,
+                     trials: int = 100) -> Baseline:
+    """Baseline (the paper's code, its RandomSegmentScorer): the explanation and the feature's activation
+    region on `n_images` random images of the data instead of its top images. `segment(i)` is the
+    explanation's segmentation of pool image i, `region(i)` the feature's binarised activation there; an
+    image where neither is found counts 0, as a grounding failure does."""
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    if n_pool < 1:
+        raise ValueError("no random images to draw from")
+    cache: dict[int, float] = {}
+    values = []
+    for _ in range(trials):
+        per_image = []
+        for i in rng.choice(n_pool, size=min(n_images, n_pool), replace=False).tolist():
+            if i not in cache:
+                cache[i] = iou(segment(i), region(i))
+            per_image.append(cache[i])
+        values.append(float(np.mean(per_image)))
     return Baseline.of(values)
 
 

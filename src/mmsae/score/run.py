@@ -1,7 +1,9 @@
 """`mmsae score` as a Python API: score the explanations of an index and store the scores in it.
 
-Per explained feature: iou / iou_random (grounded segmentation of the explanation vs the binarised
-activation region of its top images, and regions of the same size at random patches), clip / clip_random
+Per explained feature: iou (grounded segmentation of the explanation vs the binarised activation region
+of its top images) and three random baselines: iou_random_images (the paper's code: the explanation and the
+feature's region on random images of the data), iou_random_expl (other features' explanations on the top
+images) and iou_random (regions of the same size at random patches); clip / clip_random
 (CLIP score of the explanation vs of random other features' explanations with the same images) and
 detection_bacc (a judge tells activating from non-activating images given the explanation). Rows go to the
 index's `scores` table one transaction per chunk of features; a rerun skips (feature, metric, model,
@@ -24,11 +26,12 @@ from ..io import write_json
 from . import reader
 from .iou import (binarise, concept_groups, explanation_class, mean_iou, random_explanation_iou, random_region_iou,
                   region_mask)
-from .negatives import build_pool
+from .pool import build_pool
 from .scorers import Scorers, build_scorers, load_images
 from .summary import METRICS, summarise
 
 SUMMARY_FILE = "score-summary.json"
+IOU_METRICS = ("iou", "iou_random", "iou_random_expl", "iou_random_images")
 METRIC_SEED = {m: i for i, m in enumerate(METRICS)}
 
 
@@ -58,7 +61,8 @@ class ScoreConfig:
     threshold: float = 0.0  # activation region: patches above threshold x the image's peak
     trials: int = 100  # random-baseline trials per feature
     n_negatives: int | None = None  # non-activating images per feature (default: as many as top images)
-    negative_pool: int = 200  # random records streamed through model + SAE to find non-activating images
+    random_images: bool = True  # the iou_random_images baseline (streams pool_records through model + SAE)
+    pool_records: int = 200  # random records streamed through model + SAE (negatives, iou_random_images)
     negative_tolerance: float = 0.01  # "~0": at most this fraction of the feature's max activation
     seed: int = 0
     chunk_size: int = 16  # features per transaction
@@ -70,7 +74,7 @@ class ScoreConfig:
         self.index = Path(self.index)
         if not (self.iou or self.clip or self.detection):
             raise ValueError("nothing to score: enable at least one of iou, clip, detection")
-        for name in ("n_images", "trials", "chunk_size", "negative_pool"):
+        for name in ("n_images", "trials", "chunk_size", "pool_records"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.threshold < 1.0:
@@ -122,7 +126,7 @@ def choose_set(con, explainer: str | None, prompt_version: str | None) -> reader
 
 def run_score(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
     """Score an index's explanations; returns the summary (also written to <index>/score-summary.json).
-    `scorers` replaces the segmenter / CLIP scorer / judge / negative pool built from cfg (for tests and
+    `scorers` replaces the segmenter / CLIP scorer / judge / random-image pool built from cfg (for tests and
     callers holding loaded models)."""
     cfg.validate()
     con = open_index(cfg.index, read_only=False)
@@ -134,7 +138,7 @@ def run_score(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
         tally = Tally()
         todo = _select(con, cfg, explanations, tally)
         scorers = scorers or build_scorers(cfg, meta)
-        models = scorers.models()
+        models = {m: name for m, name in scorers.models().items() if cfg.random_images or m != "iou_random_images"}
         done = reader.scored_keys(con)
         plan = {f: [m for m in models if (f, m, models[m], exp_set.model, exp_set.prompt_version) not in done] for f in todo}
         tally.already_scored = [f for f in todo if not plan[f]]
@@ -145,7 +149,7 @@ def run_score(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
             tally.error(f, "*", why)
         tally.no_images = [f for f in plan if f not in problems and not tops.get(f)]  # e.g. text-only features
         plan = {f: ms for f, ms in plan.items() if tops.get(f)}
-        _prepare_negatives(cfg, meta, plan, scorers, tally)
+        _prepare_pool(cfg, meta, plan, scorers, tally)
         _score_features(con, cfg, meta, exp_set, explanations, plan, tops, scorers, tally)
         summary = summarise(reader.read_scores(con, exp_set.model, exp_set.prompt_version), models)
     finally:
@@ -226,7 +230,7 @@ def _score_one(cfg, f: int, text: str, tops: list, metrics: list[str], scorers: 
     except Exception as err:  # a missing or changed image: this feature waits for the next run
         tally.error(f, "*", f"{type(err).__name__}: {err}")
         return out
-    if {"iou", "iou_random", "iou_random_expl"} & set(metrics):
+    if set(IOU_METRICS) & set(metrics):
         try:
             out.update(_iou_metrics(cfg, f, text, tops, images, metrics, scorers, tally, pool))
         except Exception as err:
@@ -280,26 +284,38 @@ def _iou_metrics(cfg, f, text, tops, images, metrics, scorers: Scorers, tally: T
             b = random_explanation_iou(scorers.segmenter.segment, images, [t.sample_id for t in tops], regions, pool,
                                        scorers.phrase, _rng(cfg, f, "iou_random_expl"), cfg.trials)
             out["iou_random_expl"] = (b.mean, {"trials": b.trials, "se": b.se, "pool": len(pool)})
+    if "iou_random_images" in metrics:
+        try:
+            b = scorers.random_images_iou(f, phrase, len(tops), cfg.threshold, _rng(cfg, f, "iou_random_images"),
+                                          cfg.trials)
+            out["iou_random_images"] = (b.mean, {"trials": b.trials, "se": b.se, "n_images": len(tops),
+                                                 "pool": len(scorers.pool.keys), "phrase": phrase})
+        except Exception as err:
+            tally.error(f, "iou_random_images", f"{type(err).__name__}: {err}")
     return out
 
 
-def _prepare_negatives(cfg: ScoreConfig, meta: dict, plan: dict[int, list[str]], scorers: Scorers, tally: Tally) -> None:
-    """Build the pool of non-activating images once for every feature to detect; when it cannot be built
-    the detection metric is recorded as failed for those features and the other metrics go on."""
-    wanted = sorted(f for f, ms in plan.items() if "detection_bacc" in ms)
-    if not wanted or scorers.negatives is not None:
+def _prepare_pool(cfg: ScoreConfig, meta: dict, plan: dict[int, list[str]], scorers: Scorers, tally: Tally) -> None:
+    """Stream the pool of random images once for every feature that needs it (detection negatives, the
+    random-images IoU baseline); when it cannot be built those metrics are recorded as failed for those
+    features and the other metrics go on."""
+    needs = ("detection_bacc", "iou_random_images")
+    wanted = sorted(f for f, ms in plan.items() if set(needs) & set(ms))
+    if not wanted or scorers.pool is not None:
         return
     try:
-        with _progress(cfg.progress, cfg.negative_pool, "non-activating images") as advance:
-            scorers.negatives = build_pool(meta, wanted, cfg.negative_pool, cfg.seed, device=cfg.device,
-                                           source=scorers.source, on_batch=lambda n: advance(n))
+        with _progress(cfg.progress, cfg.pool_records, "random images") as advance:
+            scorers.pool = build_pool(meta, wanted, cfg.pool_records, cfg.seed, device=cfg.device,
+                                      source=scorers.source, on_batch=lambda n: advance(n))
     except Exception as err:
         for f in wanted:
-            plan[f].remove("detection_bacc")
-            tally.error(f, "detection_bacc", f"no non-activating images: {type(err).__name__}: {err}")
+            for m in needs:
+                if m in plan[f]:
+                    plan[f].remove(m)
+                    tally.error(f, m, f"no random images: {type(err).__name__}: {err}")
         return
-    for i, rid, why in scorers.negatives.rejects:
-        tally.error(None, "detection_bacc", f"negative pool: record {i} ({rid}) rejected: {why}")
+    for i, rid, why in scorers.pool.rejects:
+        tally.error(None, "pool", f"random-image pool: record {i} ({rid}) rejected: {why}")
 
 
 @contextmanager

@@ -12,7 +12,8 @@ from PIL import Image
 
 from ..index.read import example_image, index_source
 from .detection import DetectionJudge, detection_score
-from .negatives import NegativePool
+from .iou import random_image_iou, region_mask
+from .pool import ImagePool
 from .segment import GroundedSAMSegmenter, WorldSegmenter, llm_phrases, rule_phrase
 
 SEGMENTERS = ("world", "grounded-sam")
@@ -28,22 +29,23 @@ class Scorers:
     """What scores the metrics: a metric is scored when its scorer is set."""
 
     source: object  # the indexed data source (mmsae.data), for the images
-    segmenter: object | None = None  # iou, iou_random
+    segmenter: object | None = None  # iou and its random baselines
     clip: object | None = None  # clip, clip_random (a ClipScorer)
     judge: DetectionJudge | None = None  # detection_bacc
-    negatives: NegativePool | None = None  # built on first need by run_score when None
+    pool: ImagePool | None = None  # random images (detection negatives, iou_random_images); built by run_score
     phrase_backend: object | None = None  # an LLM (complete_many) for explanation -> entity phrase
     n_negatives: int | None = None  # default: as many as the feature's top images
     negative_tolerance: float = 0.01
     _images: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _phrases: dict = field(default_factory=dict, repr=False)  # the random-explanation baseline reuses them
+    _pool_segs: OrderedDict = field(default_factory=OrderedDict, repr=False)  # (phrase, pool row) -> mask
 
     def models(self) -> dict[str, str]:
         """metric -> the name stored in the scores table's model column."""
         out = {}
         if self.segmenter is not None:
             seg = self.segmenter.name + (f"+phrase:{self.phrase_backend.name}" if self.phrase_backend else "")
-            out.update(iou=seg, iou_random=seg, iou_random_expl=seg)
+            out.update(iou=seg, iou_random=seg, iou_random_expl=seg, iou_random_images=seg)
         if self.clip is not None:
             out.update(clip=self.clip.name, clip_random=self.clip.name)
         if self.judge is not None:
@@ -69,15 +71,44 @@ class Scorers:
                 self._images.popitem(last=False)
         return self._images[key]
 
+    def pool_segment(self, row: int, phrase: str) -> np.ndarray:
+        """The phrase's segmentation of pool image `row`, kept in a small cache: features that share an
+        explanation ground it on the same random images."""
+        key = (phrase, row)
+        if key not in self._pool_segs:
+            im = self.pool.images[row]
+            mask = self.segmenter.segment(self.image(self.pool.keys[row]), phrase, im.sample_id)
+            if mask.shape != (im.size[1], im.size[0]):
+                raise ValueError(f"the segmenter returned a {mask.shape[1]}x{mask.shape[0]} mask for sample "
+                                 f"{im.sample_id}, whose image is {im.size[0]}x{im.size[1]}")
+            self._pool_segs[key] = mask
+            if len(self._pool_segs) > 512:
+                self._pool_segs.popitem(last=False)
+        return self._pool_segs[key]
+
+    def random_images_iou(self, feature: int, phrase: str, n_images: int, threshold: float,
+                          rng: np.random.Generator, trials: int):
+        """The paper's code's baseline: the explanation against the feature's activation region on random
+        images of the pool (a Baseline)."""
+        if self.pool is None or not self.pool.images:
+            raise ValueError("no pool of random images with activation maps")
+        pool = self.pool
+
+        def region(i: int) -> np.ndarray:
+            im = pool.images[i]
+            return region_mask(im.box_P4, pool.activation_map(i, feature), im.size, threshold)
+
+        return random_image_iou(lambda i: self.pool_segment(i, phrase), region, len(pool.keys), n_images, rng, trials)
+
     def detect(self, feature: int, text: str, tops: list, images: list[Image.Image], max_act: float,
                rng: np.random.Generator) -> tuple[float, dict]:
-        if self.negatives is None:
-            raise ValueError("no pool of non-activating images")
+        if self.pool is None:
+            raise ValueError("no pool of random images to find non-activating ones in")
         n = self.n_negatives or len(tops)
         top_keys = [(t.sample, t.image_index) for t in tops]
-        neg = self.negatives.negatives(feature, max_act, n, rng, self.negative_tolerance, exclude=set(top_keys))
+        neg = self.pool.negatives(feature, max_act, n, rng, self.negative_tolerance, exclude=set(top_keys))
         if not neg:
-            raise ValueError(f"none of the {len(self.negatives.keys)} pool images has feature {feature} at ~0 "
+            raise ValueError(f"none of the {len(self.pool.keys)} pool images has feature {feature} at ~0 "
                              f"(<= {self.negative_tolerance} x its max activation); enlarge the negative pool")
         res = detection_score(text, images, [self.image(k) for k in neg], self.judge, top_keys, neg)
         if res.bacc is None:

@@ -7,8 +7,8 @@ from collections import defaultdict
 
 from .stats import mean_se, ratio
 
-METRICS = ("iou", "iou_random", "clip", "clip_random", "detection_bacc", "iou_random_expl")
-PAIRS = (("iou", "iou_random"), ("iou", "iou_random_expl"), ("clip", "clip_random"))
+METRICS = ("iou", "iou_random", "clip", "clip_random", "detection_bacc", "iou_random_expl", "iou_random_images")
+PAIRS = (("iou", "iou_random_images"), ("iou", "iou_random_expl"), ("iou", "iou_random"), ("clip", "clip_random"))
 CLASS_ORDER = ("scene", "object", "part", "material", "texture", "colour", "size", "position", "other")
 
 

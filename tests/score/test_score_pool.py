@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from mmsae.score import NegativePool, build_pool
+from mmsae.score import ImagePool, build_pool
 
 
 @pytest.mark.parametrize("kind", ["topk", "relu"])
-def test_negative_pool_holds_each_images_max_activation(tmp_path, kind):
-    """The pool streams records through the indexed model + SAE; its per-image maxima equal a direct
-    forward pass of each record alone (sparse TopK codes and dense ReLU codes alike)."""
+def test_pool_holds_each_images_activation_maps(tmp_path, kind):
+    """The pool streams records through the indexed model + SAE; its per-patch activation maps and per-image
+    maxima equal a direct forward pass of each record alone (sparse TopK codes and dense ReLU codes alike)."""
     from mmsae.data import open_source
     from mmsae.models import IMAGE, Sample, load_adapter
     from mmsae.sae import SAE
@@ -33,8 +33,13 @@ def test_negative_pool_holds_each_images_max_activation(tmp_path, kind):
         with torch.no_grad():
             acts_SD = adapter.capture(enc.inputs, 3)[0]
             on_image = torch.as_tensor(np.flatnonzero(enc.tables[0].modality == IMAGE))
-            dense = sae.encode(acts_SD[on_image]).to_dense()[:, features]
-        np.testing.assert_allclose(pool.acts_IF[row], dense.max(0).values.clamp(min=0).numpy(), atol=1e-4)
+            dense = sae.encode(acts_SD[on_image]).to_dense()[:, features].clamp(min=0)
+        np.testing.assert_allclose(pool.acts_IF[row], dense.max(0).values.numpy(), atol=1e-4)
+        for col, f in enumerate(features):
+            np.testing.assert_allclose(pool.activation_map(row, f), dense[:, col].numpy(), atol=1e-4)
+        im = pool.images[row]
+        assert im.sample_id == rec.id and im.size == (64, 64)
+        np.testing.assert_array_equal(im.box_P4, enc.tables[0].box[on_image.numpy()])
 
     # negatives: only images where the feature stays at or below tolerance x its max activation
     col = int(np.argmax((pool.acts_IF > 0).sum(0) < 5))  # a feature silent on some image
@@ -45,11 +50,19 @@ def test_negative_pool_holds_each_images_max_activation(tmp_path, kind):
     assert len(pool.negatives(f, peak, 10, np.random.default_rng(0), tolerance=1.0)) == 5
 
 
-def test_negative_pool_names_what_is_missing(tmp_path):
+def test_pool_names_what_is_missing_or_changed(tmp_path):
     meta = {"model": str(tmp_path / "no-model"), "sae": str(tmp_path), "layer": 3, "data": "world:n=4"}
     with pytest.raises(FileNotFoundError, match="meta.model"):
         build_pool(meta, [0])
     with pytest.raises(ValueError, match="'layer'"):
         build_pool({**meta, "layer": None}, [0])
-    pool = NegativePool([(0, 0), (1, 0), (2, 0)], [7], np.array([[0.0], [0.5], [0.004]]), [])
+    pool = ImagePool([(0, 0), (1, 0), (2, 0)], [7], np.array([[0.0], [0.5], [0.004]]), [])
     assert pool.negatives(7, 1.0, 5, np.random.default_rng(0), tolerance=0.01) == [(0, 0), (2, 0)]
+    with pytest.raises(ValueError, match="only per-image maxima"):
+        pool.activation_map(0, 7)
+    # an index whose model was retrained since: its activations on random images would be another model's
+    from mmsae.zoo import model_dir
+
+    with pytest.raises(ValueError, match="fingerprint mismatch"):
+        build_pool({"model": str(model_dir("subject")), "model_fingerprint": "0" * 64, "sae": str(tmp_path),
+                    "layer": 3, "data": "world:n=4"}, [0])
