@@ -59,7 +59,8 @@ def test_interpretation_beats_random(demo_out):
     # and 0.20 for random regions of the same size, CLIP 38.7 vs 28.5, detection balanced accuracy 0.81
     assert m["interp.explained"] >= 5
     assert m["interp.iou.model"] > 4 * m["interp.iou.random_explanation"]
-    assert m["interp.iou.model"] > 1.5 * m["interp.iou.random"]
+    assert m["interp.iou.model"] > 3 * m["interp.iou.random"]  # the paper's code's baseline: random images
+    assert m["interp.iou.model"] > 1.5 * m["interp.iou.random_region"]
     assert m["interp.clip.model"] > m["interp.clip.random"] + 3
     assert m["interp.detection.balanced_accuracy"] > 0.6
     for layer in (1, 3, 5):

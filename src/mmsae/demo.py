@@ -102,10 +102,10 @@ def harvest_layer(out: Path, layer: int, n: int = 400, seed: int = 7) -> Path:
     return out
 
 
-def train_layer(store: Path, out: Path, layer: int, steps: int = 800):
+def train_layer(store: Path, out: Path, layer: int, steps: int = 800, k: int = 16):
     from .train import StoreBatches, TrainConfig, train
 
-    cfg = TrainConfig(kind="topk", expansion=8, k=16, steps=steps, warmup_steps=100, checkpoint_every=500,
+    cfg = TrainConfig(kind="topk", expansion=8, k=k, steps=steps, warmup_steps=100, checkpoint_every=500,
                       hook_layer=layer, seed=0)
     return train(cfg, StoreBatches(store, batch_size=1024, seed=0), out)
 
