@@ -2,12 +2,8 @@
 recompute, resume after a stop equals an uninterrupted run, checks before work, rejects."""
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +16,16 @@ from mmsae.index import (
     feature_examples,
     feature_examples_many,
     feature_stats,
+    index_source,
     open_index,
     read_meta,
     text_contexts,
     top_features,
 )
 from mmsae.models.table import IMAGE, SPECIAL, TEXT
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kill_helper import sigkill_once  # noqa: E402
 from mmsae.sae import SAE, SAEConfig
 
 torch.set_num_threads(1)
@@ -191,19 +191,7 @@ build_index(config({out!r}, {sae!r}), on_chunk=lambda chunk, nxt: time.sleep(0.5
 def test_sigkill_then_rerun_gives_the_same_index(tmp_path, full_index, sae_dir):
     out = tmp_path / "killed"
     script = KILL_SCRIPT.format(here=str(Path(__file__).parent), out=str(out), sae=str(sae_dir))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    try:
-        while not (out / "state" / "state.pt").exists():
-            assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()}"
-            assert time.time() < deadline, "no state was saved"
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_once(["-c", script], lambda: (out / "state" / "state.pt").exists())
     assert not (out / "index.duckdb").exists()
     build_index(config(out, sae_dir))
     assert dump(out) == dump(full_index)
@@ -241,15 +229,19 @@ def test_bad_record_is_rejected_and_the_rest_indexed(tmp_path, sae_dir):
                       "conversations": [{"from": "human", "value": "<image> a scene"}]})
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    world[2].pil.resize((64, 72)).save(tmp_path / "img2.png")  # 4608 pixels: over the limit below
     out = tmp_path / "idx"
-    build_index(config(out, sae_dir, data=str(data), prompt=None))
+    build_index(config(out, sae_dir, data=str(data), prompt=None, max_image_pixels=64 * 64))
     rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
-    assert [(r["index"], r["id"]) for r in rejects] == [(1, "rec1")]
-    assert "img1.png" in rejects[0]["reason"]
+    assert [(r["index"], r["id"]) for r in rejects] == [(1, "rec1"), (2, "rec2")]
+    assert "img1.png" in rejects[0]["reason"] and "max_pixels 4096" in rejects[1]["reason"]
     con = open_index(out)
-    assert {s for (s,) in con.execute("SELECT DISTINCT sample FROM examples").fetchall()} <= {0, 2}
-    assert read_meta(con)["n_rejects"] == 1 and read_meta(con)["n_samples"] == 2
+    assert {s for (s,) in con.execute("SELECT DISTINCT sample FROM examples").fetchall()} <= {0}
+    meta = read_meta(con)
+    assert meta["n_rejects"] == 2 and meta["n_samples"] == 1
     con.close()
+    # readers reopen the source with the index's limit, so they see the records the index saw
+    assert meta["max_pixels"] == 64 * 64 and index_source(meta).max_pixels == 64 * 64
 
 
 def test_cli_builds_an_index(tmp_path, sae_dir):

@@ -243,7 +243,8 @@ def build_index(cfg: IndexConfig, on_chunk: Callable[[int, int], None] | None = 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     meta = {"format": FORMAT, "model": str(cfg.model), "model_fingerprint": identity["model_fingerprint"],
             "sae": str(cfg.sae), "sae_fingerprint": identity["sae_fingerprint"], "layer": layer, "data": cfg.data,
-            "prompt": source.prompt, "source": identity["source"], "top_n": cfg.top_n, "rank_by": cfg.rank_by,
+            "prompt": source.prompt, "max_pixels": cfg.max_image_pixels, "source": identity["source"], "top_n": cfg.top_n,
+            "rank_by": cfg.rank_by,
             "n_text": cfg.n_text, "context": [cfg.context_before, cfg.context_after], "n_records": n_records,
             "n_rejects": n_rejects, "n_latents": sae.cfg.n_latents, "sae_kind": sae.cfg.kind, "d_in": sae.cfg.d_in,
             "k": sae.cfg.k, "image_size": identity["source"].get("image_size"),
