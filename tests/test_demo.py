@@ -67,3 +67,15 @@ def test_interpretation_beats_random(demo_out):
         assert m[f"interp.layers.{layer}.explained"] + m[f"interp.layers.{layer}.uninterpretable"] > 0
     report = (demo_out / "report.md").read_text()
     assert "| **total** |" in report and "Layer comparison" in report
+
+
+def test_the_demo_indexes_stay_usable(demo_out):
+    """The demo is written under a temporary name and renamed: its indexes still find their model and SAE
+    (for `mmsae score --detection` or the random-images baseline later)."""
+    from mmsae.index import open_index, read_meta, resolve_paths
+
+    for layer in (1, 3, 5):
+        con = open_index(demo_out / f"index-layer{layer}")
+        meta = resolve_paths(read_meta(con), demo_out / f"index-layer{layer}")
+        con.close()
+        assert Path(meta["model"]).is_dir() and Path(meta["sae"]).is_dir() and str(demo_out.resolve()) in meta["sae"]

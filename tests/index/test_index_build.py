@@ -19,6 +19,7 @@ from mmsae.index import (
     index_source,
     open_index,
     read_meta,
+    resolve_paths,
     text_contexts,
     top_features,
 )
@@ -195,6 +196,21 @@ def test_sigkill_then_rerun_gives_the_same_index(tmp_path, full_index, sae_dir):
     assert not (out / "index.duckdb").exists()
     build_index(config(out, sae_dir))
     assert dump(out) == dump(full_index)
+
+
+def test_an_index_moved_with_its_sae_still_finds_it(tmp_path, sae_dir):
+    """Built under one name and renamed (as `mmsae demo` writes its output): the recorded SAE path is gone,
+    the path relative to the index finds it."""
+    first = tmp_path / "first"
+    shutil.copytree(sae_dir, first / "sae")
+    build_index(config(first / "idx", first / "sae", data="world:n=4,seed=0"))
+    first.rename(tmp_path / "moved")
+    con = open_index(tmp_path / "moved" / "idx")
+    meta = read_meta(con)
+    con.close()
+    assert not Path(meta["sae"]).exists() and Path(meta["model"]).exists()
+    found = resolve_paths(meta, tmp_path / "moved" / "idx")
+    assert found["sae"] == str((tmp_path / "moved" / "sae").resolve()) and found["model"] == meta["model"]
 
 
 def test_rerun_with_other_settings_is_refused(full_index, sae_dir):

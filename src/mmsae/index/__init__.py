@@ -29,6 +29,7 @@ from .read import (
     open_index,
     read_meta,
     require_features,
+    resolve_paths,
     text_contexts,
     top_features,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "open_index",
     "read_meta",
     "require_features",
+    "resolve_paths",
     "text_contexts",
     "top_features",
 ]

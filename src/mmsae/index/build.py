@@ -241,8 +241,11 @@ def build_index(cfg: IndexConfig, on_chunk: Callable[[int, int], None] | None = 
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    relpath = {f"{k}_relpath": os.path.relpath(Path(p).resolve(), root.resolve()) for k, p in (("model", cfg.model),
+                                                                                               ("sae", cfg.sae))}
     meta = {"format": FORMAT, "model": str(cfg.model), "model_fingerprint": identity["model_fingerprint"],
-            "sae": str(cfg.sae), "sae_fingerprint": identity["sae_fingerprint"], "layer": layer, "data": cfg.data,
+            "sae": str(cfg.sae), "sae_fingerprint": identity["sae_fingerprint"], **relpath, "layer": layer,
+            "data": cfg.data,
             "prompt": source.prompt, "max_pixels": cfg.max_image_pixels, "source": identity["source"], "top_n": cfg.top_n,
             "rank_by": cfg.rank_by,
             "n_text": cfg.n_text, "context": [cfg.context_before, cfg.context_after], "n_records": n_records,

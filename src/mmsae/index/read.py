@@ -252,6 +252,18 @@ def text_contexts(con, feature: int, limit: int | None = None) -> list[TextConte
     return [TextContext(*row) for row in con.execute(sql, [int(feature)]).fetchall()]
 
 
+def resolve_paths(meta: dict, index_dir: str | Path) -> dict:
+    """meta with its `model` and `sae` paths usable here: as recorded when they exist, else the same
+    path relative to the index (meta's `*_relpath`), for an index that moved together with them (e.g. a
+    directory written under a temporary name and renamed). Callers check fingerprints before use."""
+    out = dict(meta)
+    for key in ("model", "sae"):
+        rel = meta.get(f"{key}_relpath")
+        if meta.get(key) and not Path(str(meta[key])).exists() and rel and (Path(index_dir) / rel).exists():
+            out[key] = str((Path(index_dir) / rel).resolve())
+    return out
+
+
 def index_source(meta: dict, source=None):
     """The data source the index was built from (meta's data spec, prompt and max_pixels when recorded),
     or `source` instead: a spec string (e.g. the same data at a new path, opened with meta's prompt) or

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..index.read import feature_examples_many, open_index, read_meta
+from ..index.read import feature_examples_many, open_index, read_meta, resolve_paths
 from ..io import write_json
 from . import reader
 from .iou import (binarise, concept_groups, explanation_class, mean_iou, random_explanation_iou, random_region_iou,
@@ -132,7 +132,7 @@ def run_score(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
     con = open_index(cfg.index, read_only=False)
     try:
         con.execute(reader.SCORES_DDL)
-        meta = read_meta(con)
+        meta = resolve_paths(read_meta(con), cfg.index)
         exp_set = choose_set(con, cfg.explainer, cfg.prompt_version)
         explanations = reader.read_explanations(con, exp_set.model, exp_set.prompt_version)
         tally = Tally()
