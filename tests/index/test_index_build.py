@@ -65,11 +65,14 @@ def full_index(tmp_path_factory, sae_dir):
 
 
 def dump(path):
+    """Every table, less meta's paths relative to the index (they depend on where it was built)."""
     con = open_index(path)
     try:
-        return {t: con.execute(f"SELECT * FROM {t} ORDER BY {o}").fetchall() for t, o in TABLES.items()}
+        tables = {t: con.execute(f"SELECT * FROM {t} ORDER BY {o}").fetchall() for t, o in TABLES.items()}
     finally:
         con.close()
+    tables["meta"] = [(k, v) for k, v in tables["meta"] if not k.endswith("_relpath")]
+    return tables
 
 
 def brute_force(sae_dir, chunk_records=16, batch_size=8):
