@@ -59,3 +59,14 @@ def test_jumprelu_forward_and_pseudo_derivative():
     rect = (((pre - theta) / eps).abs() < 0.5).double()
     want = (-(2.0 / eps) * rect.sum(0) / 64) * theta.double()
     torch.testing.assert_close(sae.log_threshold.grad.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_codes_count_fired_tokens_the_same_sparse_and_dense():
+    from mmsae.sae.codes import Codes
+
+    values = torch.tensor([[2.0, 0.0, 1.0], [0.5, 3.0, 0.0]])  # a zero value is padding: not fired
+    indices = torch.tensor([[4, 1, 0], [4, 2, 1]])
+    sparse = Codes(values, indices, 6)
+    assert sparse.fired_F().tolist() == [1, 0, 1, 0, 2, 0]
+    assert Codes(sparse.to_dense(), None, 6).fired_F().tolist() == [1, 0, 1, 0, 2, 0]
+    assert sparse.active_B().tolist() == [2, 2]

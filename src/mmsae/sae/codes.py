@@ -44,9 +44,9 @@ class Codes:
         """How many tokens of the batch each latent fired on, as int64 [F]."""
         if self.indices is None:
             return (self.values != 0).sum(dim=0).to(torch.int64)
+        # scatter-add of 0/1 rather than indexing by the active mask: no host sync, no copy
         counts_F = torch.zeros(self.n_latents, dtype=torch.int64, device=self.values.device)
-        active = self.values != 0
-        return counts_F.index_add_(0, self.indices[active], torch.ones_like(self.indices[active]))
+        return counts_F.scatter_add_(0, self.indices.reshape(-1), (self.values != 0).reshape(-1).long())
 
     def detach(self) -> Codes:
         return Codes(self.values.detach(), self.indices, self.n_latents)

@@ -118,12 +118,7 @@ class Trainer:
             sae.threshold.copy_(self.dist.all_sum(sae.threshold) / self.dist.world_size)
         n_global = int(self.dist.all_sum(torch.tensor(float(x.shape[0]), device=self.device)))
         codes = out.codes
-        if codes.indices is not None:  # Codes.fired_F without its boolean indexing (a sync and a copy)
-            fired_F = torch.zeros(codes.n_latents, dtype=torch.int64, device=codes.values.device)
-            fired_F.scatter_add_(0, codes.indices.reshape(-1), (codes.values != 0).reshape(-1).long())
-        else:
-            fired_F = codes.fired_F()
-        self.tracker.update(self.dist.all_sum(fired_F), n_global)
+        self.tracker.update(self.dist.all_sum(codes.fired_F()), n_global)
         self.tokens += n_global
         stats = torch.stack([out.loss.detach().float(), out.fvu.float(), codes.active_B().sum().float()])
         stats = self.dist.all_sum(stats)
