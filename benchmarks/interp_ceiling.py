@@ -83,9 +83,9 @@ def oracle(index_dir: Path, features: list[int], cuts: tuple[float, ...], vocabu
 
 def breakdown(index_dir: Path) -> dict:
     """The explainer's IoU by how often a feature fires on image tokens, and its most frequent answers."""
-    import duckdb
+    from mmsae.index import open_index
 
-    con = duckdb.connect(str(index_dir / "index.duckdb"), read_only=True)
+    con = open_index(index_dir)
     try:
         bins = con.execute(
             "SELECT CASE WHEN f.n_image_fires < 100 THEN '<100' WHEN f.n_image_fires < 1000 THEN '100-999' "
@@ -102,8 +102,9 @@ def breakdown(index_dir: Path) -> dict:
 
 def run_layer(work: Path, layer: int, scenes: int, cuts: tuple[float, ...], sae_settings: dict, pairs: bool) -> dict:
     from mmsae.demo import DEMO_PROMPT
+    from mmsae.demo_interp import image_features
     from mmsae.explain.run import ExplainConfig, run_explain
-    from mmsae.index import IndexConfig, build_index, open_index, top_features
+    from mmsae.index import IndexConfig, build_index
     from mmsae.score.run import ScoreConfig, run_score
 
     sae = sae_for(work, layer, **sae_settings)
@@ -111,18 +112,15 @@ def run_layer(work: Path, layer: int, scenes: int, cuts: tuple[float, ...], sae_
     t0 = time.perf_counter()
     build_index(IndexConfig(out=str(index_dir), sae=str(sae), data=f"world:n={scenes},seed=9", prompt=DEMO_PROMPT,
                             progress=False))
-    con = open_index(index_dir)
-    try:
-        features = [s.feature for s in top_features(con, min_examples=5, min_image_share=0.5, order_by="feature")]
-    finally:
-        con.close()
+    features = image_features(index_dir)
     explained = run_explain(ExplainConfig(index=index_dir, features=features, backend="local", progress=False))
     summary = run_score(ScoreConfig(index=index_dir, features=features, clip=False, progress=False))
     means = {m: s["mean"] for m, s in summary["metrics"].items()}
     return {"layer": layer, "image_features": len(features), "explained": explained.get("explained"),
             "uninterpretable": explained.get("uninterpretable"), **means,
             "ratios": {k: v for k, v in summary["ratios"].items() if "/" in k},
-            "sae": str(sae), "sae_settings": sae_settings, **breakdown(index_dir), "oracle": oracle(index_dir, features, cuts, oracle_vocabulary(False)),
+            "sae": str(sae), "sae_settings": sae_settings, **breakdown(index_dir),
+            "oracle": oracle(index_dir, features, cuts, oracle_vocabulary(False)),
             **({"oracle_with_pairs": oracle(index_dir, features, cuts, oracle_vocabulary(True))} if pairs else {}),
             "seconds": round(time.perf_counter() - t0, 1)}
 

@@ -56,15 +56,20 @@ def explainer_server(timeout_s: float = 300.0):
             proc.kill()
 
 
-def pick_features(index_dir: Path, n: int, seed: int = 0) -> list[int]:
-    """A seeded random sample of image features (fire mostly on image tokens, >= 5 top images)."""
+def image_features(index_dir: Path) -> list[int]:
+    """The index's image features: firing mostly on image tokens, with >= 5 top images; by id."""
     from .index import open_index, top_features
 
     con = open_index(index_dir)
     try:
-        pool = [f.feature for f in top_features(con, min_examples=5, min_image_share=0.5, order_by="feature")]
+        return [f.feature for f in top_features(con, min_examples=5, min_image_share=0.5, order_by="feature")]
     finally:
         con.close()
+
+
+def pick_features(index_dir: Path, n: int, seed: int = 0) -> list[int]:
+    """A seeded random sample of the index's image features."""
+    pool = image_features(index_dir)
     rng = np.random.default_rng(seed)
     return sorted(int(f) for f in rng.choice(pool, size=min(n, len(pool)), replace=False))
 

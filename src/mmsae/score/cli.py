@@ -61,7 +61,8 @@ def score_command(
                       sam_model=sam_model, box_threshold=box_threshold, phrase_url=phrase_url, phrase_model=phrase_model,
                       clip_model=clip_model, judge_model=explainer_model, judge_url=explainer_url,
                       judge_name=explainer_name, detection_template=detection_template, n_images=n_images,
-                      threshold=threshold, trials=trials, n_negatives=negatives, random_images=random_images, pool_records=pool_records, seed=seed,
+                      threshold=threshold, trials=trials, n_negatives=negatives, random_images=random_images,
+                      pool_records=pool_records, seed=seed,
                       chunk_size=chunk_size, source=source, device=device, progress=progress and not as_json)
     try:
         summary = run_score(cfg)

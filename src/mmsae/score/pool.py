@@ -87,9 +87,9 @@ def image_activations(captured, sae, features: list[int]) -> tuple[list[int], np
         vals_TK, cols_TK = vals_TK.float().cpu().numpy(), cols_TK.cpu().numpy()
     for r, j in enumerate(images):
         tok_P = np.flatnonzero(image_T == j)  # the image's tokens, in sequence order (= the index's patch order)
-        keep = (cols_TK[tok_P] >= 0) & (vals_TK[tok_P] > 0)
-        patch_N, k_N = np.nonzero(keep)
-        col_N, value_N = cols_TK[tok_P][patch_N, k_N], vals_TK[tok_P][patch_N, k_N]
+        cols_PK, vals_PK = cols_TK[tok_P], vals_TK[tok_P]
+        patch_N, k_N = np.nonzero((cols_PK >= 0) & (vals_PK > 0))
+        col_N, value_N = cols_PK[patch_N, k_N], vals_PK[patch_N, k_N]
         np.maximum.at(acts_JF[r], col_N, value_N)
         image = captured.record.images[j]
         pool_images.append(PoolImage(captured.id, (image.width, image.height), table.box[on_image[tok_P]],
@@ -109,9 +109,9 @@ def _check_fingerprints(meta: dict) -> None:
 
 def build_pool(meta: dict, features: list[int], n_records: int = 200, seed: int = 0, batch_size: int = 8,
                device: str | None = None, source=None, on_batch: Callable[[int], None] | None = None) -> ImagePool:
-    """Stream `n_records` random records of the index's data (meta.data, meta.prompt) through its model
+    """Stream `n_records` random records of the index's data (meta.data, prompt, max_pixels) through its model
     (meta.model) and SAE (meta.sae) at meta.layer; clear errors when they cannot be found or changed."""
-    from ..data import open_source
+    from ..index.read import index_source
     from ..models import load_adapter
     from ..sae import SAE
     from ..store.stream import capture_batches
@@ -129,8 +129,7 @@ def build_pool(meta: dict, features: list[int], n_records: int = 200, seed: int 
     if max(features, default=-1) >= sae.cfg.n_latents:
         raise ValueError(f"feature {max(features)} is out of range for SAE {meta['sae']} ({sae.cfg.n_latents} latents)")
     adapter = load_adapter(str(meta["model"]), device=device)
-    src = source if source is not None and not isinstance(source, str) else open_source(
-        str(source or meta["data"]), prompt=meta.get("prompt"))
+    src = index_source(meta, source)
     order = np.random.default_rng(seed).permutation(len(src))[:n_records]
     rejects: list[tuple[int, str, str]] = []
     keys: list[ImageKey] = []
