@@ -60,11 +60,11 @@ def _big_next(out: Path) -> Path:
 
 
 def _batches(n: int, batch: int, image_size: int):
-    from mmsae.models import Sample
+    from mmsae.models import Prompt
     from mmsae.world import World, WorldConfig
 
     world = World(WorldConfig(seed=0, image_size=image_size))
-    samples = [Sample([world[i].pil], "") for i in range(n)]
+    samples = [Prompt([world[i].pil], "") for i in range(n)]
     return [samples[i:i + batch] for i in range(0, n, batch)]
 
 

@@ -45,4 +45,18 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """JSON with two-space indent and sorted keys (Paths and other odd values as strings), atomically."""
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+CONFIG_FILE = "config.json"
+
+
+def write_config(out_dir: Path, cfg) -> Path:
+    """The resolved config of a run (a dataclass), as `out_dir/config.json`; returns its path."""
+    from dataclasses import asdict, is_dataclass
+
+    data = asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+    path = Path(out_dir) / CONFIG_FILE
+    write_json(path, {"config": type(cfg).__name__, **data})
+    return path

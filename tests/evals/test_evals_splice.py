@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from mmsae.data import Record
 from mmsae.evals.cli import eval_sae_command
 from mmsae.evals.splice import evaluate_splice, next_token_targets, reconstruct, splice_fn, split_masks
-from mmsae.models import Sample, load_adapter
+from mmsae.models import Prompt, load_adapter
 from mmsae.models.table import IMAGE, TEXT
 from mmsae.sae import SAE, SAEConfig
 from mmsae.world import World, WorldConfig
@@ -115,7 +115,7 @@ def test_exact_reconstruction_recovers_everything_and_ablations_hurt(recorded):
 def test_each_split_replaces_exactly_its_own_positions(adapter, source, recorded):
     calls = recorded[1]
     recs = [source.record(i) for i in (0, 1)]
-    enc = adapter.encode([Sample(r.images, r.text) for r in recs])
+    enc = adapter.encode([Prompt(r.images, r.text) for r in recs])
     masks = split_masks(enc.tables, enc.inputs["input_ids"].shape[1])
     modality = torch.from_numpy(np.stack([t.modality for t in enc.tables]))
     assert torch.equal(masks["image"], modality == IMAGE) and torch.equal(masks["text"], modality == TEXT)
@@ -141,7 +141,7 @@ def test_splice_fn_replaces_only_masked_positions_with_the_reconstruction():
 
 def test_answer_spans_end_at_the_next_special_token(adapter):
     rec = ChatSource(1).record(0)
-    enc = adapter.encode([Sample(rec.images, rec.text)])
+    enc = adapter.encode([Prompt(rec.images, rec.text)])
     ids = enc.inputs["input_ids"]
     labels, mask = next_token_targets(ids, enc.tables, adapter.tokenizer(MARKER, add_special_tokens=False)["input_ids"])
     assert adapter.tokenizer.convert_ids_to_tokens(labels[mask].tolist()) == _answer_words(0)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmsae.models import IMAGE, Sample, supported_model_types
+from mmsae.models import IMAGE, Prompt, supported_model_types
 
 FAMILIES = ["llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "gemma3",
             "chameleon"]
@@ -24,7 +24,7 @@ def test_real_photo_and_world_image(adapter_of, family):
     assert a.family.startswith(family.split("_")[0]) or family in a.model_types
     photo = Image.fromarray(skdata.chelsea())  # 451x300 cat
     world = World(WorldConfig(seed=0))[2].pil  # 64x64
-    enc = a.encode([Sample([photo], "describe the image"), Sample([world], "what colour")])
+    enc = a.encode([Prompt([photo], "describe the image"), Prompt([world], "what colour")])
     for table, (w, h) in zip(enc.tables, (photo.size, world.size)):
         img = table.modality == IMAGE
         boxes = table.box[img & ~np.isnan(table.box[:, 0])]
@@ -40,7 +40,7 @@ def test_real_photo_and_world_image(adapter_of, family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_early_exit_and_replace_in_generate(adapter_of, family):
     a = adapter_of(family)
-    enc = a.encode([Sample([Image.new("RGB", (40, 30), "red")], "what colour")], padding_side="left")
+    enc = a.encode([Prompt([Image.new("RGB", (40, 30), "red")], "what colour")], padding_side="left")
     ran = []
     hooks = [blk.register_forward_pre_hook(lambda m, args, i=i: ran.append(i))
              for i, blk in enumerate(a.decoder_layers())]

@@ -4,13 +4,13 @@ import pytest
 import torch
 from geometry_checks import marker_image, unnormalize
 
-from mmsae.models import IMAGE, SPECIAL, Sample
+from mmsae.models import IMAGE, SPECIAL, Prompt
 
 
 @pytest.mark.parametrize("size,marker", [((90, 50), (30, 10, 70, 45)), ((32, 32), (8, 8, 24, 24))])
 def test_chameleon_marker_on_vq_grid(adapter_of, marker_check, size, marker):
     a = adapter_of("chameleon")
-    enc = a.encode([Sample([marker_image(*size, marker)], "describe the image")])
+    enc = a.encode([Prompt([marker_image(*size, marker)], "describe the image")])
     table = enc.tables[0]
     pv = enc.inputs["pixel_values"].numpy()
     step = pv.shape[-1] // round(a.processor.image_seq_length ** 0.5)
@@ -25,7 +25,7 @@ def test_chameleon_marker_on_vq_grid(adapter_of, marker_check, size, marker):
 
 def test_chameleon_table_holds_vq_codes_and_capture(adapter_of):
     a = adapter_of("chameleon")
-    enc = a.encode([Sample([marker_image(40, 40, (0, 0, 20, 20))], "red"), Sample([], "what colour")])
+    enc = a.encode([Prompt([marker_image(40, 40, (0, 0, 20, 20))], "red"), Prompt([], "what colour")])
     t = enc.tables[0]
     img = t.modality == IMAGE
     codes = a.model.model.get_image_tokens(enc.inputs["pixel_values"])[0].numpy()

@@ -4,14 +4,14 @@ import pytest
 import torch
 from geometry_checks import marker_image, unnormalize
 
-from mmsae.models import IMAGE, SPECIAL, Sample
+from mmsae.models import IMAGE, SPECIAL, Prompt
 
 
 @pytest.mark.parametrize("size,marker", [((90, 50), (45, 0, 90, 50)), ((40, 100), (0, 20, 30, 90)),
                                          ((64, 64), (12, 12, 52, 52))])
 def test_gemma3_marker_lands_on_pooled_tokens(adapter_of, marker_check, size, marker):
     a = adapter_of("gemma3")
-    enc = a.encode([Sample([marker_image(*size, marker)], "describe the image")])
+    enc = a.encode([Prompt([marker_image(*size, marker)], "describe the image")])
     table = enc.tables[0]
     cfg = a.model.config
     step = cfg.vision_config.image_size // int(cfg.mm_tokens_per_image ** 0.5)
@@ -31,7 +31,7 @@ def test_gemma3_marker_lands_on_pooled_tokens(adapter_of, marker_check, size, ma
 
 def test_gemma3_capture_and_replace(adapter_of):
     a = adapter_of("gemma3")
-    enc = a.encode([Sample([marker_image(50, 50, (0, 0, 9, 9))], "red"), Sample([], "what colour")])
+    enc = a.encode([Prompt([marker_image(50, 50, (0, 0, 9, 9))], "red"), Prompt([], "what colour")])
     with torch.no_grad():
         hs = a.model(**enc.inputs, output_hidden_states=True).hidden_states
     torch.testing.assert_close(a.capture(enc.inputs, 2), hs[3])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from geometry_checks import marker_image, unnormalize
 
-from mmsae.models import IMAGE, SPECIAL, Sample
+from mmsae.models import IMAGE, SPECIAL, Prompt
 
 
 def _idefics_patch(adapter, enc, table):
@@ -30,7 +30,7 @@ def _idefics_patch(adapter, enc, table):
 @pytest.mark.parametrize("family", ["idefics3", "smolvlm"])
 def test_idefics_marker_lands_on_tile_and_global_tokens(adapter_of, marker_check, size, marker, family):
     a = adapter_of(family)
-    enc = a.encode([Sample([marker_image(*size, marker)], "describe the image")])
+    enc = a.encode([Prompt([marker_image(*size, marker)], "describe the image")])
     table = enc.tables[0]
     marker_check(table, _idefics_patch(a, enc, table), marker, image_size=size)
     cx, cy = (marker[0] + marker[2]) / 2, (marker[1] + marker[3]) / 2
@@ -48,7 +48,7 @@ def test_idefics_marker_lands_on_tile_and_global_tokens(adapter_of, marker_check
 
 def test_idefics_capture(adapter_of):
     a = adapter_of("idefics3")
-    enc = a.encode([Sample([marker_image(90, 50, (0, 0, 9, 9))], "red"), Sample([], "what colour")])
+    enc = a.encode([Prompt([marker_image(90, 50, (0, 0, 9, 9))], "red"), Prompt([], "what colour")])
     with torch.no_grad():
         hs = a.model(**enc.inputs, output_hidden_states=True).hidden_states
     torch.testing.assert_close(a.capture(enc.inputs, 0), hs[1])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from geometry_checks import marker_image, unnormalize
 
-from mmsae.models import IMAGE, SPECIAL, TEXT, AdapterError, Sample, load_adapter
+from mmsae.models import IMAGE, SPECIAL, TEXT, AdapterError, Prompt, load_adapter
 
 
 def _llava_patch(adapter, enc, table):
@@ -25,7 +25,7 @@ def _llava_patch(adapter, enc, table):
 def test_llava_marker_lands_on_the_covering_tokens(adapter_of, marker_check, size, marker):
     a = adapter_of("llava")
     image = marker_image(*size, marker)
-    enc = a.encode([Sample([image], "describe the image")])
+    enc = a.encode([Prompt([image], "describe the image")])
     table = enc.tables[0]
     marker_check(table, _llava_patch(a, enc, table), marker)
     cx, cy = (marker[0] + marker[2]) / 2, (marker[1] + marker[3]) / 2
@@ -40,7 +40,7 @@ def test_llava_marker_on_real_photo(adapter_of, marker_check):
     photo = Image.fromarray(skdata.chelsea())  # 451x300 real photo
     marker = (150, 40, 330, 250)
     image = marker_image(451, 300, marker, base=photo)
-    enc = a.encode([Sample([image], "")])
+    enc = a.encode([Prompt([image], "")])
     table = enc.tables[0]
     marker_check(table, _llava_patch(a, enc, table), marker, min_tokens=2)
     # centre crop: the left and right strips of a landscape photo are not seen by any token
@@ -50,7 +50,7 @@ def test_llava_marker_on_real_photo(adapter_of, marker_check):
 def test_llava_table_modalities_and_batch(adapter_of):
     a = adapter_of("llava")
     img = marker_image(48, 48, (0, 0, 8, 8))
-    enc = a.encode([Sample([img, img], "<image> left <image> right"), Sample([], "what colour")])
+    enc = a.encode([Prompt([img, img], "<image> left <image> right"), Prompt([], "what colour")])
     t0, t1 = enc.tables
     assert len(t0) == len(t1) == enc.inputs["input_ids"].shape[1]
     assert t0.modality[0] == SPECIAL  # BOS
@@ -67,12 +67,12 @@ def test_llava_table_modalities_and_batch(adapter_of):
 def test_llava_placeholder_count_mismatch_is_an_error(adapter_of):
     a = adapter_of("llava")
     with pytest.raises(AdapterError):
-        a.encode([Sample([], "<image> no image given")])
+        a.encode([Prompt([], "<image> no image given")])
 
 
 def test_capture_equals_hidden_states_at_every_layer(adapter_of):
     a = adapter_of("llava")
-    enc = a.encode([Sample([marker_image(40, 40, (0, 0, 9, 9))], "a red square"), Sample([], "what shape")])
+    enc = a.encode([Prompt([marker_image(40, 40, (0, 0, 9, 9))], "a red square"), Prompt([], "what shape")])
     with torch.no_grad():
         hs = a.model(**enc.inputs, output_hidden_states=True).hidden_states
     for layer in range(a.n_layers - 1):  # the last entry of hidden_states has the final norm applied
@@ -86,7 +86,7 @@ def test_capture_equals_hidden_states_at_every_layer(adapter_of):
 
 def test_early_exit_runs_no_block_after_layer(adapter_of):
     a = adapter_of("llava")
-    enc = a.encode([Sample([], "describe the image")])
+    enc = a.encode([Prompt([], "describe the image")])
     before = [dict(b._forward_hooks) for b in a.decoder_layers()]
     calls = []
     handles = [blk.register_forward_pre_hook(lambda m, args, i=i: calls.append(i))
@@ -107,7 +107,7 @@ def test_early_exit_runs_no_block_after_layer(adapter_of):
 
 def test_replace_changes_downstream_and_capture_sees_it(adapter_of):
     a = adapter_of("llava")
-    enc = a.encode([Sample([marker_image(40, 40, (0, 0, 9, 9))], "a red square")])
+    enc = a.encode([Prompt([marker_image(40, 40, (0, 0, 9, 9))], "a red square")])
     with torch.no_grad():
         clean = a.model(**enc.inputs).logits
     with a.replace(1, lambda x_BSD: x_BSD), torch.no_grad():
@@ -128,7 +128,7 @@ def test_replace_changes_downstream_and_capture_sees_it(adapter_of):
 
 def test_replace_inside_generate_with_kv_cache(adapter_of):
     a = adapter_of("llava")
-    enc = a.encode([Sample([marker_image(40, 40, (0, 0, 9, 9))], "a red square")])
+    enc = a.encode([Prompt([marker_image(40, 40, (0, 0, 9, 9))], "a red square")])
     S = enc.inputs["input_ids"].shape[1]
     kw = dict(max_new_tokens=4, do_sample=False, use_cache=True, min_new_tokens=4)
     clean = a.generate(enc.inputs, **kw)
@@ -149,7 +149,7 @@ def test_replace_inside_generate_with_kv_cache(adapter_of):
 
 def test_layer_out_of_range_and_unknown_family(adapter_of, tmp_path):
     a = adapter_of("llava")
-    enc = a.encode([Sample([], "red")])
+    enc = a.encode([Prompt([], "red")])
     for bad in (-1, a.n_layers, 99):
         with pytest.raises(AdapterError, match="out of range"):
             a.capture(enc.inputs, bad)

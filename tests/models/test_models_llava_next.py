@@ -5,7 +5,7 @@ import pytest
 import torch
 from geometry_checks import marker_image, unnormalize
 
-from mmsae.models import IMAGE, SPECIAL, Sample
+from mmsae.models import IMAGE, SPECIAL, Prompt
 
 
 def _next_patch(adapter, enc, table):
@@ -25,7 +25,7 @@ def _next_patch(adapter, enc, table):
                                          ((70, 70), (10, 10, 40, 40)), ((33, 31), (8, 8, 30, 28))])
 def test_next_marker_lands_on_base_and_tile_tokens(adapter_of, marker_check, size, marker):
     a = adapter_of("llava_next")
-    enc = a.encode([Sample([marker_image(*size, marker)], "describe")])
+    enc = a.encode([Prompt([marker_image(*size, marker)], "describe")])
     table = enc.tables[0]
     marker_check(table, _next_patch(a, enc, table), marker)
     cx, cy = (marker[0] + marker[2]) / 2, (marker[1] + marker[3]) / 2
@@ -43,7 +43,7 @@ def test_next_order_matches_the_models_feature_packing(adapter_of):
     check they land where the token table says."""
     a = adapter_of("llava_next")
     img = marker_image(90, 50, (0, 0, 5, 5))
-    enc = a.encode([Sample([img], "")])
+    enc = a.encode([Prompt([img], "")])
     table = enc.tables[0]
     cfg = a.model.config
     g = cfg.vision_config.image_size // cfg.vision_config.patch_size
@@ -63,7 +63,7 @@ def test_next_order_matches_the_models_feature_packing(adapter_of):
 
 def test_next_capture_and_early_exit(adapter_of):
     a = adapter_of("llava_next")
-    enc = a.encode([Sample([marker_image(60, 40, (0, 0, 9, 9))], "a red square"), Sample([], "what")])
+    enc = a.encode([Prompt([marker_image(60, 40, (0, 0, 9, 9))], "a red square"), Prompt([], "what")])
     with torch.no_grad():
         hs = a.model(**enc.inputs, output_hidden_states=True).hidden_states
     torch.testing.assert_close(a.capture(enc.inputs, 1), hs[2])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from geometry_checks import marker_image, unnormalize
 
-from mmsae.models import IMAGE, SPECIAL, Sample
+from mmsae.models import IMAGE, SPECIAL, Prompt
 
 
 def _patch(adapter, enc, table):
@@ -24,7 +24,7 @@ def _patch(adapter, enc, table):
 @pytest.mark.parametrize("size,marker", [((90, 50), (30, 10, 70, 40)), ((40, 100), (4, 50, 36, 95))])
 def test_onevision_marker(adapter_of, marker_check, size, marker):
     a = adapter_of("llava_onevision")
-    enc = a.encode([Sample([marker_image(*size, marker)], "describe")])
+    enc = a.encode([Prompt([marker_image(*size, marker)], "describe")])
     table = enc.tables[0]
     marker_check(table, _patch(a, enc, table), marker, image_size=size)
     cx, cy = (marker[0] + marker[2]) / 2, (marker[1] + marker[3]) / 2
@@ -40,7 +40,7 @@ def _tags(n_tiles, g):
 def test_onevision_order_matches_model_packing(adapter_of):
     a = adapter_of("llava_onevision")
     g = a.model.config.vision_config.image_size // a.model.config.vision_config.patch_size
-    enc = a.encode([Sample([marker_image(90, 50, (0, 0, 5, 5))], "")])
+    enc = a.encode([Prompt([marker_image(90, 50, (0, 0, 5, 5))], "")])
     table = enc.tables[0]
     n_tiles = enc.inputs["pixel_values"].shape[1]
     packed = a.model.model.pack_image_features([_tags(n_tiles, g)], enc.inputs["image_sizes"],
@@ -58,7 +58,7 @@ def test_onevision_large_image_shrunk_grid_matches_model(adapter_of):
     a = adapter_of("llava_onevision")
     cfg = a.model.config
     g = cfg.vision_config.image_size // cfg.vision_config.patch_size
-    enc = a.encode([Sample([marker_image(400, 300, (0, 0, 5, 5))], "")])
+    enc = a.encode([Prompt([marker_image(400, 300, (0, 0, 5, 5))], "")])
     table = enc.tables[0]
     n_tiles = enc.inputs["pixel_values"].shape[1]
     tags = _tags(n_tiles, g)
@@ -96,7 +96,7 @@ def test_onevision_large_image_shrunk_grid_matches_model(adapter_of):
 def test_onevision_multi_image_sample_uses_single_views(adapter_of, marker_check):
     a = adapter_of("llava_onevision")
     imgs = [marker_image(90, 50, (0, 0, 30, 50)), marker_image(30, 60, (0, 10, 30, 60))]
-    enc = a.encode([Sample(imgs, "<image> <image> compare")])
+    enc = a.encode([Prompt(imgs, "<image> <image> compare")])
     t = enc.tables[0]
     for i in (0, 1):
         sel = t.image_index == i

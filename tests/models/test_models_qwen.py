@@ -5,7 +5,7 @@ import pytest
 import torch
 from geometry_checks import marker_image, unnormalize
 
-from mmsae.models import IMAGE, SPECIAL, Sample
+from mmsae.models import IMAGE, SPECIAL, Prompt
 
 
 def _qwen_patch(adapter, enc, table):
@@ -32,7 +32,7 @@ def _qwen_patch(adapter, enc, table):
                                          ((100, 100), (0, 0, 100, 60))])
 def test_qwen_marker_lands_on_merged_tokens(adapter_of, marker_check, family, size, marker):
     a = adapter_of(family)
-    enc = a.encode([Sample([marker_image(*size, marker)], "describe the image")])
+    enc = a.encode([Prompt([marker_image(*size, marker)], "describe the image")])
     table = enc.tables[0]
     marker_check(table, _qwen_patch(a, enc, table), marker, image_size=size)
     cx, cy = (marker[0] + marker[2]) / 2, (marker[1] + marker[3]) / 2
@@ -48,7 +48,7 @@ def test_qwen_marker_lands_on_merged_tokens(adapter_of, marker_check, family, si
 def test_qwen_two_images_batch_and_capture(adapter_of):
     a = adapter_of("qwen2_5_vl")
     imgs = [marker_image(90, 50, (0, 0, 20, 20)), marker_image(30, 60, (0, 0, 20, 20))]
-    enc = a.encode([Sample(imgs, "<image> and <image> compare"), Sample([], "red")])
+    enc = a.encode([Prompt(imgs, "<image> and <image> compare"), Prompt([], "red")])
     t = enc.tables[0]
     assert set(t.image_index[t.modality == IMAGE]) == {0, 1}
     with torch.no_grad():

@@ -10,7 +10,7 @@ def test_pool_holds_each_images_activation_maps(tmp_path, kind):
     """The pool streams records through the indexed model + SAE; its per-patch activation maps and per-image
     maxima equal a direct forward pass of each record alone (sparse TopK codes and dense ReLU codes alike)."""
     from mmsae.data import open_source
-    from mmsae.models import IMAGE, Sample, load_adapter
+    from mmsae.models import IMAGE, Prompt, load_adapter
     from mmsae.sae import SAE
     from mmsae.sae.config import SAEConfig
     from mmsae.zoo import model_dir
@@ -29,7 +29,7 @@ def test_pool_holds_each_images_activation_maps(tmp_path, kind):
     adapter, src = load_adapter(model_dir("subject"), device="cpu"), open_source(meta["data"], prompt="<image>")
     for row, (i, _) in enumerate(pool.keys):
         rec = src.record(i)
-        enc = adapter.encode([Sample(rec.images, rec.text)])
+        enc = adapter.encode([Prompt(rec.images, rec.text)])
         with torch.no_grad():
             acts_SD = adapter.capture(enc.inputs, 3)[0]
             on_image = torch.as_tensor(np.flatnonzero(enc.tables[0].modality == IMAGE))

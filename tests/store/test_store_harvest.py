@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmsae.models import IMAGE, SPECIAL, TEXT, Sample, load_adapter
+from mmsae.models import IMAGE, SPECIAL, TEXT, Prompt, load_adapter
 from mmsae.store import ActivationStore, HarvestConfig, harvest
 
 
@@ -44,7 +44,7 @@ def test_rows_join_token_table_and_match_a_direct_capture(store, llava_dir):
     from mmsae.world import World, WorldConfig
 
     a = load_adapter(llava_dir)
-    enc = a.encode([Sample([World(WorldConfig(seed=3))[4].pil], "describe the image")])
+    enc = a.encode([Prompt([World(WorldConfig(seed=3))[4].pil], "describe the image")])
     direct_SD = a.capture(enc.inputs, 2)[0]
     stored = st.rows([r for r in rows["row"] if r is not None])
     positions = [p for p, r in zip(rows["position"], rows["row"]) if r is not None]

@@ -88,16 +88,16 @@ def splice_fn(mask_BS: Tensor, replacement: Callable[[Tensor], Tensor]) -> Calla
 
 def _encode(adapter: Any, batch: list[tuple[int, Any]], reject: Callable[[int, str, str], None]):
     """(kept records, Encoded | None): records the processor chokes on are rejected, the rest go on."""
-    from mmsae.models import Sample
+    from mmsae.models import Prompt
 
     try:
-        return batch, adapter.encode([Sample(rec.images, rec.text) for _, rec in batch])
+        return batch, adapter.encode([Prompt(rec.images, rec.text) for _, rec in batch])
     except Exception as e:
         if len(batch) == 1:
             reject(batch[0][0], batch[0][1].id, f"encode failed: {type(e).__name__}: {e}")
             return [], None
     good = [b for b in batch if _encode(adapter, [b], reject)[1] is not None]
-    return (good, adapter.encode([Sample(r.images, r.text) for _, r in good])) if good else ([], None)
+    return (good, adapter.encode([Prompt(r.images, r.text) for _, r in good])) if good else ([], None)
 
 
 class _Splicer:

@@ -1,7 +1,7 @@
 """Model adapters: one per LMM family, chosen from the HF config.
 
     adapter = load_adapter("path/to/model")
-    enc = adapter.encode([Sample([image], "<image> describe")])
+    enc = adapter.encode([Prompt([image], "<image> describe")])
     acts_BSD = adapter.capture(enc.inputs, layer=12)      # stops after block 12
     with adapter.replace(12, lambda acts_BSD: acts_BSD * 0.5):
         adapter.generate(enc.inputs, max_new_tokens=8)
@@ -15,7 +15,7 @@ modality (text / image / special), image index, tile, patch row/col and the pixe
 original image.
 """
 
-from .base import IMAGE_PLACEHOLDER, Adapter, AdapterError, Encoded, Sample
+from .base import IMAGE_PLACEHOLDER, Adapter, AdapterError, Encoded, Prompt
 from .registry import load_adapter, supported_model_types
 from .table import IMAGE, MODALITIES, SPECIAL, TEXT, ImageTokens, TokenTable
 
@@ -29,7 +29,7 @@ __all__ = [
     "AdapterError",
     "Encoded",
     "ImageTokens",
-    "Sample",
+    "Prompt",
     "TokenTable",
     "load_adapter",
     "supported_model_types",

@@ -35,8 +35,8 @@ class _EarlyExit(Exception):
 
 
 @dataclass
-class Sample:
-    """One sequence to encode: images (may be empty) and text with `<image>` placeholders.
+class Prompt:
+    """What goes to the encoder for one sequence: images (may be empty) and text with `<image>` placeholders.
 
     Without placeholders the images go first, one placeholder each, as LLaVA-style data does."""
 
@@ -143,8 +143,8 @@ class Adapter:
                 f"blocks, valid layers are 0..{self.n_layers - 1} (0-indexed block outputs)"
             )
 
-    def encode(self, samples: Sequence[Sample], padding_side: str = "right") -> Encoded:
-        """Batch of samples -> padded model inputs and a token table per sequence.
+    def encode(self, prompts: Sequence[Prompt], padding_side: str = "right") -> Encoded:
+        """Batch of prompts -> padded model inputs and a token table per sequence.
 
         Right padding (the default) keeps every real token's activations equal to those of the
         unpadded sequence; use "left" for batched generation. Table positions count from the
@@ -153,7 +153,7 @@ class Adapter:
         nested: list[list[Image.Image]] = []
         texts: list[str] = []
         owners: list[int] = []
-        for b, s in enumerate(samples):
+        for b, s in enumerate(prompts):
             text = s.text
             n_marks = text.count(IMAGE_PLACEHOLDER)
             if n_marks == 0 and s.images:
@@ -176,7 +176,7 @@ class Adapter:
         per_image = [self.image_tokens(im, i, inputs) for i, im in enumerate(images)]
         tables = [
             self._table(b, inputs, [per_image[i] for i, o in enumerate(owners) if o == b])
-            for b in range(len(samples))
+            for b in range(len(prompts))
         ]
         return Encoded(inputs=inputs, tables=tables)
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import Adapter, Encoded, Sample
+from .base import Adapter, Encoded, Prompt
 from .llava import clip_view
 from .table import IMAGE, ImageTokens
 
@@ -42,7 +42,7 @@ class ChameleonAdapter(Adapter):
         per = round(math.sqrt(self.processor.image_seq_length))
         return ImageTokens.grid(affine, per, per, ch / per, cw / per)
 
-    def encode(self, samples: list[Sample], padding_side: str = "right") -> Encoded:
+    def encode(self, samples: list[Prompt], padding_side: str = "right") -> Encoded:
         enc = super().encode(samples, padding_side)
         if "pixel_values" not in enc.inputs:
             return enc

@@ -57,9 +57,9 @@ def capture_batches(adapter, source, indices: Iterable[int], layer: int, batch_s
 
 def _capture(adapter, batch: list, layer: int, reject: Rejector, max_seq_len: int | None) -> list[Captured]:
     """Encode and capture one batch; a sample the processor chokes on is isolated and rejected."""
-    from mmsae.models import Sample
+    from mmsae.models import Prompt
 
-    samples = [Sample(rec.images, rec.text) for _, rec in batch]
+    samples = [Prompt(rec.images, rec.text) for _, rec in batch]
     try:
         enc = adapter.encode(samples)
     except Exception:

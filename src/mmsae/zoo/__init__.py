@@ -7,20 +7,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-MODELS = ("subject", "explainer", "clip")
-WEIGHTS = Path(__file__).parent / "weights"
-
-
-def model_dir(name: str, root: Path | None = None) -> Path:
-    """The directory of a zoo model; a clear error if the name is unknown or the weights are missing."""
-    if name not in MODELS:
-        raise ValueError(f"unknown zoo model {name!r}; the zoo has {', '.join(MODELS)}")
-    path = (root or WEIGHTS) / name
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"zoo model {name!r} not found at {path} (train it with `mmsae zoo train`)")
-    return path
-
+from mmsae.defaults import ZOO_MODELS as MODELS
+from mmsae.defaults import ZOO_WEIGHTS as WEIGHTS
+from mmsae.defaults import zoo_model_dir as model_dir
 
 __all__ = ["MODELS", "WEIGHTS", "model_dir"]
