@@ -127,7 +127,7 @@ class JsonlSource(Source):
             raise Reject(sid, "'image' must be a path or a list of paths")
         images = [load_image(self.image_root / p, sid, self.max_pixels) for p in paths]
         text = "\n".join(str(c["value"]) for c in convs)
-        return Record(sid, images, _fill(self.prompt, text, sid))
+        return Record(sid, images, _fill(self.prompt, text, sid), meta={"conversations": convs})
 
     def describe(self) -> dict:
         return {**super().describe(), "path": str(self.path), "image_root": str(self.image_root)}
