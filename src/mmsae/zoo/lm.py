@@ -7,12 +7,13 @@ Hugging Face forward with pixel values, so the two paths are checked against eac
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerFast
+
+from ..finetune.loop import cosine_lr  # noqa: F401  (the zoo's stages schedule with the one loop's)
 
 IGNORE = -100
 
@@ -66,10 +67,3 @@ def lm_loss(
     loss = F.cross_entropy(logits.float(), target[keep])
     acc = (logits.argmax(-1) == target[keep]).float().mean().item()
     return loss, acc
-
-
-def cosine_lr(step: int, total: int, warmup: int, peak: float, floor: float = 0.05) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import CLIPVisionModel
+
+from ..finetune.loop import train_loop
 
 from ..world import WorldConfig
 from ..world.text import EXPLAIN_QUESTION, UNABLE, chat_turns, partial_caption, questions
@@ -55,27 +56,6 @@ class ZooTrainConfig:
 TRAIN_SEED, EVAL_SEED = 1, 1_000_003
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-
-
-def _report(bar: Progress, task, log: list, step: int, **metrics: float) -> None:
-    """Record a point of the training curve; also print it now and then (progress bars need a TTY)."""
-    log.append({"step": step, **metrics})
-    text = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    bar.update(task, info=text)
-    if step % 200 == 0 and not bar.console.is_terminal:
-        bar.console.log(f"{bar.tasks[0].description} step {step}: {text}")
-
-
-def _optimise(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-
-
 def _save_atomic(save, final: Path) -> None:
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -101,23 +81,20 @@ def pretrain_tower(spec: build.TowerSpec, cache: ImageCache, steps: int, batch: 
     opt = torch.optim.AdamW(params, lr=1.5e-3, weight_decay=0.01)
     factor = spec.patch_size // cache.scenes[0].config.patch_size
     threshold = 0.2 if factor == 1 else 0.08
-    with _progress() as bar:
-        task = bar.add_task(f"tower ({label})", total=steps, info="")
-        for step in range(steps):
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, steps, 100, 1.5e-3)
-            idx = rng.integers(len(cache), size=batch)
-            vis = random_visibility(rng, batch, cache.coverage.shape[1], p_masked)
-            px = to_pixels(apply_patch_mask(cache.images[idx], vis))
-            target = torch.from_numpy(pooled_targets(cache.coverage[idx], vis, factor, threshold))
-            with _autocast():
-                hid = tower(pixel_values=px).last_hidden_state[:, 1:]
-                logits = head(hid).reshape(target.shape)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), target)
-            _optimise(opt, params, loss)
-            if step % 20 == 0:
-                _report(bar, task, log, step, loss=loss.item(), f1=_f1(logits.detach() > 0, target > 0.5))
-            bar.advance(task)
+
+    def micro(step: int, _m: int):
+        idx = rng.integers(len(cache), size=batch)
+        vis = random_visibility(rng, batch, cache.coverage.shape[1], p_masked)
+        px = to_pixels(apply_patch_mask(cache.images[idx], vis))
+        target = torch.from_numpy(pooled_targets(cache.coverage[idx], vis, factor, threshold))
+        with _autocast():
+            hid = tower(pixel_values=px).last_hidden_state[:, 1:]
+            logits = head(hid).reshape(target.shape)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+        return loss, lambda: {"loss": loss.item(), "f1": _f1(logits.detach() > 0, target > 0.5)}
+
+    train_loop(params, opt, steps, micro, lr_at=lambda step: cosine_lr(step, steps, 100, 1.5e-3),
+               label=f"tower ({label})", log=log)
     return tower
 
 
@@ -142,20 +119,17 @@ def train_subject(model, processor, feats_NTV: torch.Tensor, cache: ImageCache, 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
     image_id, n_tok = tok.convert_tokens_to_ids("<image>"), feats_NTV.shape[1]
-    with _progress() as bar:
-        task = bar.add_task("subject", total=cfg.subject_steps, info="")
-        for step in range(cfg.subject_steps):
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, cfg.subject_steps, 150, 1e-3)
-            idx = rng.integers(len(cache), size=cfg.batch)
-            seqs = [build_sequence(tok, chat_turns(questions(cache.scenes[i], rng)[: cfg.subject_turns]), n_tok)
-                    for i in idx]
-            with _autocast():
-                loss, acc = lm_loss(model, feats_NTV[idx].reshape(-1, feats_NTV.shape[-1]), seqs, image_id, tok.pad_token_id)
-            _optimise(opt, params, loss)
-            if step % 20 == 0:
-                _report(bar, task, log, step, loss=loss.item(), answer_token_accuracy=acc)
-            bar.advance(task)
+
+    def micro(step: int, _m: int):
+        idx = rng.integers(len(cache), size=cfg.batch)
+        seqs = [build_sequence(tok, chat_turns(questions(cache.scenes[i], rng)[: cfg.subject_turns]), n_tok)
+                for i in idx]
+        with _autocast():
+            loss, acc = lm_loss(model, feats_NTV[idx].reshape(-1, feats_NTV.shape[-1]), seqs, image_id, tok.pad_token_id)
+        return loss, lambda: {"loss": loss.item(), "answer_token_accuracy": acc}
+
+    train_loop(params, opt, cfg.subject_steps, micro, label="subject", log=log,
+               lr_at=lambda step: cosine_lr(step, cfg.subject_steps, 150, 1e-3))
 
 
 def explainer_set(pool: ImageCache, owners: dict[str, np.ndarray], rng: np.random.Generator, n_images: int,
@@ -202,26 +176,23 @@ def train_explainer(model, processor, pool: ImageCache, owners, cfg: ZooTrainCon
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=8e-4, weight_decay=0.01)
     image_id = tok.convert_tokens_to_ids("<image>")
-    with _progress() as bar:
-        task = bar.add_task("explainer", total=cfg.explainer_steps, info="")
-        for step in range(cfg.explainer_steps):
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, cfg.explainer_steps, 150, 8e-4)
-            images, seqs = [], []
-            for _ in range(cfg.batch):
-                n = int(rng.choice([1, 2, 3, 4, 5], p=[0.05, 0.1, 0.2, 0.25, 0.4]))
-                ims, answer = explainer_set(pool, owners, rng, n)
-                images.append(ims)
-                n_tok = (ims.shape[1] // tower.config.patch_size) ** 2
-                seqs.append(build_sequence(tok, [(f"<s> user : {' '.join(['<image>'] * n)} {EXPLAIN_QUESTION} assistant :", f"{answer} </s>")], n_tok))
-            with torch.no_grad():
-                feats = tower(pixel_values=to_pixels(np.concatenate(images))).last_hidden_state[:, 1:]
-            with _autocast():
-                loss, acc = lm_loss(model, feats.reshape(-1, feats.shape[-1]), seqs, image_id, tok.pad_token_id)
-            _optimise(opt, params, loss)
-            if step % 20 == 0:
-                _report(bar, task, log, step, loss=loss.item(), answer_token_accuracy=acc)
-            bar.advance(task)
+
+    def micro(step: int, _m: int):
+        images, seqs = [], []
+        for _ in range(cfg.batch):
+            n = int(rng.choice([1, 2, 3, 4, 5], p=[0.05, 0.1, 0.2, 0.25, 0.4]))
+            ims, answer = explainer_set(pool, owners, rng, n)
+            images.append(ims)
+            n_tok = (ims.shape[1] // tower.config.patch_size) ** 2
+            seqs.append(build_sequence(tok, [(f"<s> user : {' '.join(['<image>'] * n)} {EXPLAIN_QUESTION} assistant :", f"{answer} </s>")], n_tok))
+        with torch.no_grad():
+            feats = tower(pixel_values=to_pixels(np.concatenate(images))).last_hidden_state[:, 1:]
+        with _autocast():
+            loss, acc = lm_loss(model, feats.reshape(-1, feats.shape[-1]), seqs, image_id, tok.pad_token_id)
+        return loss, lambda: {"loss": loss.item(), "answer_token_accuracy": acc}
+
+    train_loop(params, opt, cfg.explainer_steps, micro, label="explainer", log=log,
+               lr_at=lambda step: cosine_lr(step, cfg.explainer_steps, 150, 8e-4))
 
 
 def train_clip(model, processor, cache: ImageCache, cfg: ZooTrainConfig, log: list) -> None:
@@ -231,20 +202,17 @@ def train_clip(model, processor, cache: ImageCache, cfg: ZooTrainConfig, log: li
     torch.manual_seed(cfg.seed + 37)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
     batch = 2 * cfg.batch
-    with _progress() as bar:
-        task = bar.add_task("clip", total=cfg.clip_steps, info="")
-        for step in range(cfg.clip_steps):
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, cfg.clip_steps, 60, 5e-4)
-            idx = rng.integers(len(cache), size=batch)
-            texts = [partial_caption(cache.scenes[i], rng) for i in idx]
-            enc = tok(texts, padding=True, return_tensors="pt")
-            out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                        pixel_values=to_pixels(cache.images[idx]), return_loss=True)
-            _optimise(opt, list(model.parameters()), out.loss)
-            if step % 20 == 0:
-                _report(bar, task, log, step, loss=out.loss.item())
-            bar.advance(task)
+
+    def micro(step: int, _m: int):
+        idx = rng.integers(len(cache), size=batch)
+        texts = [partial_caption(cache.scenes[i], rng) for i in idx]
+        enc = tok(texts, padding=True, return_tensors="pt")
+        loss = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                     pixel_values=to_pixels(cache.images[idx]), return_loss=True).loss
+        return loss, lambda: {"loss": loss.item()}
+
+    train_loop(list(model.parameters()), opt, cfg.clip_steps, micro, label="clip", log=log,
+               lr_at=lambda step: cosine_lr(step, cfg.clip_steps, 60, 5e-4))
 
 
 def train_zoo(out: Path, cfg: ZooTrainConfig = ZooTrainConfig()) -> dict:
