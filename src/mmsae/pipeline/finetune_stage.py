@@ -42,9 +42,6 @@ def _sae_scores(rep, prep: dict) -> tuple[dict[str, dict[str, float]], str]:
 
 
 def stage_finetune(rep) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = STAGE_CFG
     out = Path(rep.out) / "finetune"
     prep = prepare(out, cfg, default_model())
