@@ -69,3 +69,15 @@ def test_resume_after_kill_reaches_the_same_weights(instruct, tmp_path):
     assert res["resumed_from"] >= 2
     a, b = _weights(Path(ref["model_dir"])), _weights(Path(res["model_dir"]))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_another_family_with_the_world_template(instruct, tmp_path):
+    """Qwen2-VL (tiny, no chat template of its own): the world's <image> becomes its vision placeholder."""
+    from mmsae.models.tiny import build_qwen2_vl
+
+    path = build_qwen2_vl(tmp_path / "qwen")
+    res = run_finetune(_cfg(instruct, tmp_path / "ft", model=str(path), steps=2, lora_r=2, chat_template="world"))
+    assert res["records"] == 12 and res["rejects"] == 2
+    assert load_adapter(res["model_dir"]).n_layers == load_adapter(path).n_layers
+    with pytest.raises(ValueError, match="no chat template"):
+        run_finetune(_cfg(instruct, tmp_path / "ft2", model=str(path), steps=1))

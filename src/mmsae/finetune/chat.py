@@ -80,8 +80,11 @@ class Item:
         return int(self.prompt["input_ids"].shape[1]) + len(self.answer)
 
 
-def encode(rec: Record, processor, template: str | None, max_length: int) -> Item:
-    """A record through the chat template and the processor; Reject with the reason if it cannot train."""
+def encode(rec: Record, processor, template: str | None, max_length: int, expand=None) -> Item:
+    """A record through the chat template and the processor; Reject with the reason if it cannot train.
+
+    `expand(text, images)`: the model family's image placeholder for the world template's neutral `<image>`
+    (an adapter's `expand_text`; family quirks live in mmsae.models)."""
     prompt_msgs, answer_msgs = messages_of(rec)
     try:
         prompt = processor.apply_chat_template(prompt_msgs, chat_template=template, tokenize=False,
@@ -91,11 +94,14 @@ def encode(rec: Record, processor, template: str | None, max_length: int) -> Ite
         raise Reject(rec.id, f"chat template failed: {e}") from None
     if not full.startswith(prompt):
         raise Reject(rec.id, "the chat template's full conversation does not begin with its prompt")
+    answer_text = full[len(prompt) :]
+    if expand is not None:
+        prompt = expand(prompt, rec.images)
     try:
         enc = processor(images=rec.images or None, text=[prompt], add_special_tokens=False, return_tensors="pt")
     except Exception as e:  # the processor rejects the image(s): size, mode, count ...
         raise Reject(rec.id, f"processor rejected the record: {type(e).__name__}: {e}") from None
-    answer = processor.tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    answer = processor.tokenizer(answer_text, add_special_tokens=False)["input_ids"]
     item = Item(rec.id, dict(enc), list(answer))
     if not answer:
         raise Reject(rec.id, "the assistant turn is empty after the chat template")

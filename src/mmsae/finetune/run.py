@@ -49,14 +49,15 @@ def _check_out(cfg: FinetuneConfig, out: Path) -> dict | None:
     return json.loads(summary.read_text()) if summary.exists() else None
 
 
-def load_items(cfg: FinetuneConfig, processor, template: str | None, max_length: int) -> tuple[list[Item], list[dict]]:
+def load_items(cfg: FinetuneConfig, processor, template: str | None, max_length: int,
+               expand=None) -> tuple[list[Item], list[dict]]:
     """Every record encoded, or a reject (id, reason); bad records never stop the rest."""
     src = open_source(cfg.data)
     n = len(src) if not cfg.limit else min(cfg.limit, len(src))
     items, rejects = [], []
     for i in range(n):
         try:
-            items.append(encode(src.record(i), processor, template, max_length))
+            items.append(encode(src.record(i), processor, template, max_length, expand))
         except Reject as r:
             rejects.append({"record": i, "id": r.id, "reason": r.reason})
     return items, rejects
@@ -116,9 +117,23 @@ def _save_model(model, processor, out: Path, cfg: FinetuneConfig) -> dict:
     return paths
 
 
-def run_finetune(cfg: FinetuneConfig) -> dict:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def _load(path: str, world: bool):
+    """Model, processor and (for the world template) the family's placeholder expansion, through the
+    mmsae.models adapter when the family has one (its loaders know the family's quirks), else the Auto classes."""
+    from ..models import AdapterError, load_adapter
 
+    try:
+        adapter = load_adapter(path)
+    except AdapterError:
+        if world:
+            raise ValueError(f"chat_template='world' needs a model family mmsae.models knows; {path} is not one")
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        return AutoModelForImageTextToText.from_pretrained(path), AutoProcessor.from_pretrained(path), None
+    return adapter.model, adapter.processor, (adapter.expand_text if world else None)
+
+
+def run_finetune(cfg: FinetuneConfig) -> dict:
     out = Path(cfg.out)
     done = _check_out(cfg, out)
     if done is not None:
@@ -126,14 +141,13 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_config(out, cfg)
     model_path = cfg.model or default_model()
-    model = AutoModelForImageTextToText.from_pretrained(model_path)
-    processor = AutoProcessor.from_pretrained(model_path)
+    model, processor, expand = _load(model_path, cfg.chat_template == "world")
     if cfg.chat_template == "model" and not getattr(processor, "chat_template", None):
         raise ValueError(f"model {model_path} has no chat template; pass chat_template='world'")
     template = world_template() if cfg.chat_template == "world" else None
     text_cfg = model.config.get_text_config()
     max_length = cfg.max_length or int(getattr(text_cfg, "max_position_embeddings", 0) or 1 << 30)
-    items, rejects = load_items(cfg, processor, template, max_length)
+    items, rejects = load_items(cfg, processor, template, max_length, expand)
     write_atomic(out / "rejects.jsonl", "".join(json.dumps(r) + "\n" for r in rejects))
     if not items:
         raise ValueError(f"no usable records in {cfg.data} ({len(rejects)} rejected; see {out / 'rejects.jsonl'})")
@@ -169,7 +183,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
             tokens_of["sum"] = 0.0
         inputs, labels = collate([items[i] for i in tokens_of["groups"][micro]], pad_id)
         inputs = {k: v.to(device) for k, v in inputs.items()}
-        loss_sum, n_tok = answer_loss_sum(model, inputs, labels.to(device))
+        loss_sum, _ = answer_loss_sum(model, inputs, labels.to(device))
         tokens_of["sum"] = tokens_of["sum"] + loss_sum.detach()
         return loss_sum / tokens_of["n"], lambda: {"loss": float(tokens_of["sum"]) / tokens_of["n"]}
 
