@@ -1,7 +1,8 @@
 """SAE-V's data-filtering claim on the embedded world, with ground truth (issue 14).
 
-Base: the zoo subject's vision tower + a fresh projector and small random language model (it has not learnt
-the world's VQA). Data: a world instruction set with --fraction corrupted (labels.json, never read by a
+Base: the zoo subject with its projector re-initialised (--base projector: 0 % held-out VQA; the language
+model knows the answer words, not what image tokens mean), or --base decoder (the subject's vision tower + a
+fresh projector and small random language model). Data: a world instruction set with --fraction corrupted (labels.json, never read by a
 scorer). Scores: random, IFD (Cherry, from a briefly warmed-up base) and, when `mmsae.saev` and an SAE are
 available, l0 / cooccur / cosine / clip through `score_records` on the scorer model (default: the zoo
 subject). Fine-tunes on all, top 20/50/70 % per score, clean only; equal steps and equal epochs; seeds.
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--keeps", type=float, nargs="+", default=[0.2, 0.5, 0.7])
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--methods", nargs="+", default=["random", "ifd", *SAE_METHODS])
+    ap.add_argument("--base", choices=("projector", "decoder"), default="projector")
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--subject", default=None, help="the model whose vision tower the base gets")
     ap.add_argument("--scorer", default=None, help="the model the SAE reads (default: the zoo subject)")
     ap.add_argument("--sae", default=None, help="SAE directory for the SAE-V scores")
@@ -103,9 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     args.subject = args.subject or default_model()
     cfg = ExperimentConfig(n_train=args.n_train, n_eval=args.n_eval, keeps=tuple(args.keeps), seeds=tuple(args.seeds),
-                           epochs=args.epochs)
+                           epochs=args.epochs, base=args.base, lr=args.lr)
     if args.tiny:
-        cfg = ExperimentConfig(n_train=48, n_eval=24, keeps=(0.5,), seeds=(0, 1), epochs=1.0, batch=8)
+        cfg = ExperimentConfig(n_train=48, n_eval=24, keeps=(0.5,), seeds=(0, 1), epochs=1.0, batch=8, base=args.base)
     args.out.mkdir(parents=True, exist_ok=True)
     result = run_experiment(args.out, cfg, args.subject, all_scores(args.out, cfg, args))
     plot(result["rows"], args.out / "accuracy_vs_kept.png")

@@ -1,7 +1,9 @@
 """The SAE-V data-filtering experiment in miniature, on the world where every record's quality is known.
 
-A base model that has not learnt the world's VQA (the zoo subject's trained vision tower with a fresh,
-randomly initialised projector and smaller language model) is fine-tuned on a corrupted instruction set:
+A base model that has not learnt the world's VQA is fine-tuned (`base='projector'`, the default: the zoo
+subject with its projector re-initialised, LLaVA's stage-1 situation: the language model knows the answer
+words, nothing of what the image tokens mean, and scores 0 on held-out VQA; `base='decoder'`: the subject's
+vision tower with a fresh projector and a small random language model, which learns far slower) on a corrupted instruction set:
 all of it, the top share by each score, and the clean records only (the oracle); equal steps (the budget of
 the full-data run) and equal epochs. Scores are computed by the caller (`mmsae.saev` sits beside this
 package, so the benchmark and the demo stage pass its scores in); this module adds `random` and IFD.
@@ -33,32 +35,42 @@ class ExperimentConfig:
     budgets: tuple[str, ...] = ("steps", "epochs")
     epochs: float = 3.0  # of the full-data run; 'steps' gives every arm its step count
     batch: int = 16
-    lr: float = 3e-3
-    hidden: int = 64
+    lr: float = 1e-3
+    base: str = "projector"  # or "decoder" (see the module docstring)
+    hidden: int = 64  # the 'decoder' base's language model
     layers: int = 2
     warm_fraction: float = 0.1  # IFD's brief-experience model trains on this share (Cherry LLM)
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
 
-def fresh_base(subject: str | Path, out: Path, hidden: int, layers: int, seed: int) -> Path:
-    """The subject's vision tower + a fresh projector and a small random language model (HF checkpoint)."""
+def fresh_base(subject: str | Path, out: Path, kind: str, seed: int, hidden: int = 64, layers: int = 2) -> Path:
+    """A base that has not learnt the task, as an HF checkpoint: 'projector' (the subject, projector
+    re-initialised) or 'decoder' (the subject's vision tower, fresh projector + small random language model)."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from ..io import atomic_dir
 
     out = Path(out)
     if (out / "config.json").exists():
         return out
+    if kind not in ("projector", "decoder"):
+        raise ValueError(f"base must be 'projector' or 'decoder', got {kind!r}")
     trained = AutoModelForImageTextToText.from_pretrained(subject)
-    cfg = trained.config
-    text = cfg.get_text_config()
-    text.hidden_size, text.num_hidden_layers, text.intermediate_size = hidden, layers, 4 * hidden
-    text.head_dim = hidden // text.num_attention_heads
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(cfg)
-    model.model.vision_tower.load_state_dict(trained.model.vision_tower.state_dict())
-    from ..io import atomic_dir
-
+    if kind == "projector":
+        model = trained
+        for mod in model.model.multi_modal_projector.modules():
+            if hasattr(mod, "reset_parameters"):
+                mod.reset_parameters()
+    else:
+        cfg = trained.config
+        text = cfg.get_text_config()
+        text.hidden_size, text.num_hidden_layers, text.intermediate_size = hidden, layers, 4 * hidden
+        text.head_dim = hidden // text.num_attention_heads
+        model = AutoModelForImageTextToText.from_config(cfg)
+        model.model.vision_tower.load_state_dict(trained.model.vision_tower.state_dict())
     with atomic_dir(out) as d:
         model.save_pretrained(d)
         AutoProcessor.from_pretrained(subject).save_pretrained(d)
@@ -103,7 +115,7 @@ def prepare(out: Path, cfg: ExperimentConfig, subject: str | Path) -> dict:
     if not (data_dir / "labels.json").exists():
         write_instruction_set(data_dir, cfg.n_train, fraction=cfg.fraction, seed=cfg.seed)
     labels = read_labels(data_dir)
-    base = fresh_base(subject, Path(out) / "base", cfg.hidden, cfg.layers, cfg.seed)
+    base = fresh_base(subject, Path(out) / f"base-{cfg.base}", cfg.base, cfg.seed, cfg.hidden, cfg.layers)
     return {"data_dir": data_dir, "labels": labels, "ids": list(labels), "base": base,
             "eval": clean_items(cfg.n_eval, EVAL_WORLD_SEED, cfg.seed + 7)}
 
