@@ -25,14 +25,14 @@ SAE_METHODS = ("l0", "cooccur")  # cosine needs cross-modal weights, clip a seco
 def _sae_scores(rep, prep: dict) -> tuple[dict[str, dict[str, float]], str]:
     sae_dir = Path(rep.out) / "sae" / "sae"
     if not sae_dir.exists():
-        return {}, "no demo SAE in this run, so only random and IFD were scored"
+        return {}, "No demo SAE in this run, so only random and IFD were scored"
     try:
         try:
             from ..saev.filter import score_records
         except ImportError:
             from ..saev.scoring import score_records
     except ImportError:
-        return {}, "mmsae.saev is not installed here, so only random and IFD were scored"
+        return {}, "The mmsae.saev package is not installed here, so only random and IFD were scored"
     from ..data import open_source
     from ..models import load_adapter
     from ..sae.formats import load_any
