@@ -51,6 +51,7 @@ class IndexView:
     def __init__(self, index: str | Path, source=None):
         self.path = Path(index)
         self.con = open_index(self.path, read_only=True)
+        self._con_lock = threading.Lock()
         self.meta = resolve_paths(read_meta(self.con), self.path if self.path.is_dir() else self.path.parent)
         self._source_spec = source
         self._source = None
@@ -59,11 +60,18 @@ class IndexView:
         self._pngs = _LRU(512)
 
     def close(self) -> None:
-        self.con.close()
+        """Close the connection (at server shutdown); a later request opens it again."""
+        with self._con_lock:
+            if self.con is not None:
+                self.con.close()
+                self.con = None
 
     @contextmanager
     def cursor(self):
-        cur = self.con.cursor()
+        with self._con_lock:
+            if self.con is None:
+                self.con = open_index(self.path, read_only=True)
+            cur = self.con.cursor()
         try:
             yield cur
         finally:
