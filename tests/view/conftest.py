@@ -14,6 +14,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from index_fixture import concept_feature, world_index  # noqa: E402
 
 TOKEN = "test-token-0123456789"
+
+
+def pytest_configure(config):
+    """With MMSAE_INSTALL_BROWSER=1 (CI), install Debian's chromium and playwright when missing, through
+    .ci/setup-browser.sh (apt and pip only, no browser download); otherwise the browser tests skip."""
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / ".ci" / "setup-browser.sh"
+    if os.environ.get("MMSAE_INSTALL_BROWSER") == "1" and not Path("/usr/bin/chromium").exists():
+        subprocess.run(["bash", str(script)], check=True, env={**os.environ, "PYTHON": sys.executable})
 SCRIPT = '<script>window.pwned = 1</script>a red "thing" & co'
 EXPLANATIONS = {  # feature -> (status, explanation)
     3: ("explained", "red objects"), 5: ("explained", "a diagonal line"), 6: ("uninterpretable", None),
