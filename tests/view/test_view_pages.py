@@ -118,3 +118,34 @@ def test_the_image_page_says_when_no_model_can_run(index_dir, tmp_path):
         r = c.post("/api/analyze", headers={"x-mmsae-token": TOKEN}, data={"sample": "1:0"})
         assert r.status_code == 503 and "does not exist" in r.json()["error"]
         assert "start the viewer with --sae" in c.get("/feature/3").text
+
+
+def test_run_view_serves_and_prints_the_url_with_the_token(index_dir):
+    import subprocess
+    import sys
+
+    import httpx
+
+    code = ("from mmsae.view.app import ViewConfig, run_view; "
+            f"run_view(ViewConfig(index={str(index_dir)!r}, port=0, token={TOKEN!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("mmsae view: http://localhost:") and line.strip().endswith(f"/?token={TOKEN}"), line
+        url = line.split(": ", 1)[1].strip()
+        r = httpx.get(url, follow_redirects=False, timeout=30)
+        assert r.status_code == 303 and "mmsae_token" in r.headers["set-cookie"]
+        assert httpx.get(url.split("?")[0] + "feature/3", timeout=30).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_remote_bind_warns(index_dir, monkeypatch, capsys):
+    import uvicorn
+
+    from mmsae.view.app import ViewConfig, run_view
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)  # no socket on the network in a test
+    run_view(ViewConfig(index=str(index_dir), host="0.0.0.0", allow_remote=True, allowed_hosts=("myhost",)))
+    assert "warning: binding 0.0.0.0" in capsys.readouterr().err

@@ -161,3 +161,15 @@ def test_errors_are_a_page_or_json_never_a_traceback(client, app, monkeypatch):
     r = client.get("/feature/3")
     assert r.status_code == 500 and "internal error (RuntimeError)" in r.text
     assert "secret" not in r.text and "Traceback" not in r.text
+
+
+def test_allowed_hosts_add_to_loopback_for_a_remote_bind(index_dir):
+    from starlette.testclient import TestClient
+
+    from mmsae.view.app import build_app
+
+    app = build_app(ViewConfig(index=str(index_dir), host="0.0.0.0", allow_remote=True, allowed_hosts=("MyHost",)))
+    with TestClient(app, base_url="http://myhost:8765") as c:
+        assert c.get("/").status_code == 200
+        assert c.get("/", headers={"host": "otherhost"}).status_code == 400
+        assert c.get("/", headers={"host": "localhost"}).status_code == 200
