@@ -149,3 +149,16 @@ def test_a_remote_bind_warns(index_dir, monkeypatch, capsys):
     monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)  # no socket on the network in a test
     run_view(ViewConfig(index=str(index_dir), host="0.0.0.0", allow_remote=True, allowed_hosts=("myhost",)))
     assert "warning: binding 0.0.0.0" in capsys.readouterr().err
+
+
+def test_the_index_is_opened_read_only_and_left_unchanged(client, app, index_dir):
+    import hashlib
+
+    import duckdb
+
+    before = hashlib.sha256((index_dir / "index.duckdb").read_bytes()).hexdigest()
+    for path in ("/", "/feature/3", "/img/3/0/masked.png", "/?q=red&sort=iou"):
+        assert client.get(path).status_code == 200
+    with app.state.view.cursor() as con, pytest.raises(duckdb.Error, match="read-only"):
+        con.execute("DELETE FROM features")
+    assert hashlib.sha256((index_dir / "index.duckdb").read_bytes()).hexdigest() == before
