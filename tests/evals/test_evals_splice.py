@@ -14,6 +14,7 @@ from mmsae.data import Record
 from mmsae.evals.cli import eval_sae_command
 from mmsae.evals.splice import evaluate_splice, next_token_targets, reconstruct, splice_fn, split_masks
 from mmsae.models import Prompt, load_adapter
+from mmsae.models.intervene import Site
 from mmsae.models.table import IMAGE, TEXT
 from mmsae.sae import SAE, SAEConfig
 from mmsae.world import World, WorldConfig
@@ -41,7 +42,7 @@ class ShiftSAE(torch.nn.Module):
 
 
 class RecordingAdapter:
-    """Delegates to an adapter; records (input, output) of every replacement function."""
+    """Delegates to an adapter; records (input, output) of every intervention."""
 
     def __init__(self, adapter):
         self._adapter, self.calls = adapter, []
@@ -49,13 +50,13 @@ class RecordingAdapter:
     def __getattr__(self, name):
         return getattr(self._adapter, name)
 
-    def replace(self, layer, fn):
-        def recorded(acts_BSD):
-            out = fn(acts_BSD)
+    def intervene(self, layer, fn):
+        def recorded(acts_BSD, site):
+            out = fn(acts_BSD, site)
             self.calls.append((acts_BSD.detach().clone(), out.detach().clone()))
             return out
 
-        return self._adapter.replace(layer, recorded)
+        return self._adapter.intervene(layer, recorded)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,7 @@ def test_each_split_replaces_exactly_its_own_positions(adapter, source, recorded
 def test_splice_fn_replaces_only_masked_positions_with_the_reconstruction():
     acts = torch.randn(2, 5, 4)
     mask = torch.tensor([[1, 0, 1, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.bool)
-    out = splice_fn(mask, lambda x: reconstruct(ShiftSAE(4, shift=1.0), x))(acts)
+    out = splice_fn(mask, lambda x: reconstruct(ShiftSAE(4, shift=1.0), x))(acts, Site(0, 5, 0))
     torch.testing.assert_close(out[mask], acts[mask] + 1.0)
     assert torch.equal(out[~mask], acts[~mask])
 

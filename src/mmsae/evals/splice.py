@@ -21,6 +21,7 @@ from torch import Tensor
 
 from mmsae.evals.lm import SpliceMetrics
 from mmsae.evals.metrics import SPLITS
+from mmsae.models.intervene import Edit, record, where
 from mmsae.models.table import IMAGE, TEXT
 
 log = logging.getLogger(__name__)
@@ -74,16 +75,9 @@ def reconstruct(sae: Any, x_ND: Tensor) -> Tensor:
     return sae.decode(sae.encode(x_ND.float()))
 
 
-def splice_fn(mask_BS: Tensor, replacement: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """An `adapter.replace` function: positions in mask_BS get replacement(acts_ND), the rest stay."""
-
-    def fn(acts_BSD: Tensor) -> Tensor:
-        mask = mask_BS.to(acts_BSD.device)
-        out = acts_BSD.clone()
-        out[mask] = replacement(acts_BSD[mask]).to(out.dtype)
-        return out
-
-    return fn
+def splice_fn(mask_BS: Tensor, replacement: Callable[[Tensor], Tensor]) -> Edit:
+    """An intervention (`adapter.intervene`): positions in mask_BS get replacement(acts_ND), the rest stay."""
+    return where(mask_BS, replacement)
 
 
 def _encode(adapter: Any, batch: list[tuple[int, Any]], reject: Callable[[int, str, str], None]):
@@ -108,9 +102,9 @@ class _Splicer:
         self.metrics = SpliceMetrics()
         self.replaced = dict.fromkeys(SPLITS, 0)
 
-    def _logits(self, inputs: dict, fn: Callable[[Tensor], Tensor]) -> Tensor:
-        with torch.inference_mode(), self.adapter.replace(self.layer, fn):
-            return self.adapter.model(**inputs, use_cache=False).logits
+    def _logits(self, inputs: dict, fn: Edit) -> Tensor:
+        with self.adapter.intervene(self.layer, fn):
+            return self.adapter.forward_logits(inputs)
 
     def run(self, enc: Any) -> None:
         inputs = self.adapter._to_device(enc.inputs)
@@ -119,12 +113,7 @@ class _Splicer:
         if not bool(loss_BS.any()):
             return
         box: dict[str, Tensor] = {}
-
-        def record(acts_BSD: Tensor) -> Tensor:
-            box["acts"] = acts_BSD
-            return acts_BSD
-
-        clean_BSV = self._logits(inputs, record)
+        clean_BSV = self._logits(inputs, record(box))
         loss_dev = loss_BS.to(clean_BSV.device)
         clean_NV = clean_BSV[loss_dev][None]
         labels_N = labels_BS.to(clean_BSV.device)[loss_dev][None]

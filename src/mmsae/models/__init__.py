@@ -5,6 +5,8 @@
     acts_BSD = adapter.capture(enc.inputs, layer=12)      # stops after block 12
     with adapter.replace(12, lambda acts_BSD: acts_BSD * 0.5):
         adapter.generate(enc.inputs, max_new_tokens=8)
+    with adapter.intervene(12, lambda hidden_BSD, site: edit(hidden_BSD, site.cols)):  # models.intervene
+        logits_BSV = adapter.forward_logits(enc.inputs, grad=True)   # every step of cached generate too
 
 `layer=L` is the output of decoder block L (0-indexed) = `hidden_states[L+1]` = paper "layer L+1".
 

@@ -69,10 +69,6 @@ def _hidden(out):
     return out[0] if isinstance(out, tuple) else out
 
 
-def _with_hidden(out, new):
-    return (new, *out[1:]) if isinstance(out, tuple) else new
-
-
 class Adapter:
     """Base class; one subclass per model family. Family quirks live only in the subclasses."""
 
@@ -251,21 +247,35 @@ class Adapter:
     @contextlib.contextmanager
     def replace(self, layer: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
         """Within the block, the output of block `layer` is replaced by fn(acts_BSD) on every
-        forward pass, including each step of `generate` (where S is the new positions only)."""
-        self.check_layer(layer)
-
-        def hook(_module, _args, out):
-            acts_BSD = _hidden(out)
-            new_BSD = fn(acts_BSD)
-            if new_BSD.shape != acts_BSD.shape:
-                raise ValueError(f"replacement changed shape {tuple(acts_BSD.shape)} -> {tuple(new_BSD.shape)}")
-            return _with_hidden(out, new_BSD.to(acts_BSD.dtype))
-
-        handle = self.decoder_layers()[layer].register_forward_hook(hook)
-        try:
+        forward pass, including each step of `generate` (where S is the new positions only).
+        `intervene` is the general form (its function also gets the positions of the call)."""
+        with self.intervene(layer, lambda acts_BSD, _site: fn(acts_BSD)):
             yield
+
+    def intervene(self, layer: int, fn):
+        """Context manager: the output of block `layer` becomes fn(hidden_BSD, site) in every forward
+        call (plain, grad-enabled, each step of cached `generate`); see `mmsae.models.intervene`."""
+        from .intervene import intervene
+
+        return intervene(self, layer, fn)
+
+    def forward_logits(self, inputs: dict, grad: bool = False, param_grads: bool = False) -> torch.Tensor:
+        """logits_BSV of one full forward (no cache). grad=False runs under inference_mode; grad=True
+        records the graph so tensors an intervention makes require grad can be differentiated. The
+        parameters are not differentiated (their requires_grad is off for the call) unless param_grads."""
+        inputs = self._to_device(inputs)
+        if not grad:
+            with torch.inference_mode():
+                return self.model(**inputs, use_cache=False).logits
+        params = [p for p in self.model.parameters() if p.requires_grad] if not param_grads else []
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                return self.model(**inputs, use_cache=False).logits
         finally:
-            handle.remove()
+            for p in params:
+                p.requires_grad_(True)
 
     def generate(self, inputs: dict, **kwargs) -> torch.Tensor:
         with torch.inference_mode():
