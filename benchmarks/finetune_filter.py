@@ -31,11 +31,8 @@ SAE_METHODS = ("l0", "cooccur", "cosine", "clip")
 
 
 def sae_scores(method: str, data_dir: Path, scorer: str, sae_dir: str, crossmodal: str | None) -> dict[str, float]:
-    """`mmsae.saev`'s score of every record (imported late: it lands on its own branch)."""
-    try:
-        from mmsae.saev.filter import score_records
-    except ImportError:
-        from mmsae.saev.scoring import score_records
+    """`mmsae.saev`'s score of every record."""
+    from mmsae.saev.scoring import score_records
     from mmsae.models import load_adapter
     from mmsae.sae.formats import load_any
 

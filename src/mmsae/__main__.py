@@ -1,3 +1,3 @@
-from mmsae.cli import app
+from mmsae.cli import main
 
-app()
+main()

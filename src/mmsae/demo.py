@@ -156,7 +156,10 @@ held-out store (FVU mean-centred with float64 sums; L0 per token; dead = never f
 
 from .demo_interp import stage_interp  # noqa: E402  (it reads this module's layer, prompt and helpers)
 
-STAGES = {"world": stage_world, "zoo": stage_zoo, "harvest": stage_harvest, "sae": stage_sae, "interp": stage_interp}
+from .pipeline.finetune_stage import stage_finetune  # noqa: E402
+
+STAGES = {"world": stage_world, "zoo": stage_zoo, "harvest": stage_harvest, "sae": stage_sae, "interp": stage_interp,
+          "finetune": stage_finetune}
 
 
 def run_demo(out: Path, stages: tuple[str, ...] = tuple(STAGES)) -> dict:

@@ -11,6 +11,23 @@ from typing import Iterator
 
 
 @contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to `path`; on success fsync it and os.replace it into place, so a
+    reader (or a resumed run after kill -9) sees either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Build a directory under a temporary name; on success it replaces `final`, on error it vanishes."""
     final = Path(final)

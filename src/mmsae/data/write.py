@@ -130,7 +130,7 @@ def write_dataset(source, out: str | Path, columns: dict[str, list[Any]], rows: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mmsae.store.files import atomic_path
+    from mmsae.io import atomic_path
 
     _all_objects(base, source)
     if source.name == "parquet":

@@ -14,7 +14,7 @@ def serve_explainer_command(
     name: str = typer.Option(None, help="model name clients must ask for (default: the folder's name)"),
 ) -> None:
     """Expose a local HF LMM as an OpenAI-compatible /v1/chat/completions endpoint."""
-    from ..zoo import model_dir
+    from ..defaults import zoo_model_dir as model_dir
     from .server import make_server
 
     path = model or model_dir("explainer")

@@ -81,7 +81,7 @@ class ExplainConfig:
 
 
 def _zoo_explainer() -> Path | None:
-    from ..zoo import model_dir
+    from ..defaults import zoo_model_dir as model_dir
 
     try:
         return model_dir("explainer")

@@ -35,7 +35,7 @@ RANK_BY = ("max", "mean")
 
 
 def default_model() -> str:
-    from mmsae.zoo import model_dir
+    from mmsae.defaults import zoo_model_dir as model_dir
 
     return str(model_dir("subject"))
 

@@ -1,7 +1,7 @@
 """Demo stage: SAE-V's data filtering in miniature (a reduced run of benchmarks/finetune_filter.py).
 
-Reads the demo's SAE (`sae/sae/` under rep.out, on the zoo subject) when an earlier stage left it and
-`mmsae.saev` is installed; `random` and IFD always run. Writes rep.out/finetune/ and the metrics
+Scores the records with the demo's SAE (`sae/sae/` under rep.out, left by the 'sae' stage) by `l0` and `cooccur`,
+and by the baselines `random` and IFD. Writes rep.out/finetune/ and the metrics
 `finetune.<selection>.<keep>.accuracy` (+ `_sd` over seeds) and `filter.<method>.auroc`.
 """
 
@@ -25,14 +25,9 @@ SAE_METHODS = ("l0", "cooccur")  # cosine needs cross-modal weights, clip a seco
 def _sae_scores(rep, prep: dict) -> tuple[dict[str, dict[str, float]], str]:
     sae_dir = Path(rep.out) / "sae" / "sae"
     if not sae_dir.exists():
-        return {}, "No demo SAE in this run, so only random and IFD were scored"
-    try:
-        try:
-            from ..saev.filter import score_records
-        except ImportError:
-            from ..saev.scoring import score_records
-    except ImportError:
-        return {}, "The mmsae.saev package is not installed here, so only random and IFD were scored"
+        raise FileNotFoundError(f"the finetune stage scores records with the demo SAE at {sae_dir}: run the 'sae' "
+                                "stage before it")
+    from ..saev.scoring import score_records
     from ..data import open_source
     from ..models import load_adapter
     from ..sae.formats import load_any

@@ -120,7 +120,7 @@ class Scorers:
 
 
 def _is_zoo(path: Path | str | None) -> bool:
-    from ..zoo import WEIGHTS
+    from ..defaults import ZOO_WEIGHTS as WEIGHTS
 
     return path is not None and Path(WEIGHTS).resolve() in Path(path).resolve().parents
 
@@ -128,7 +128,7 @@ def _is_zoo(path: Path | str | None) -> bool:
 def build_scorers(cfg, meta: dict) -> Scorers:
     """Load what cfg asks for; defaults on a world index are the world segmenter, the zoo CLIP and (for
     detection) the zoo subject as judge."""
-    from ..zoo import model_dir
+    from ..defaults import zoo_model_dir as model_dir
 
     world = str(meta.get("data", "")).startswith("world:")
     scorers = Scorers(index_source(meta, cfg.source), n_negatives=cfg.n_negatives,
@@ -165,7 +165,7 @@ def build_scorers(cfg, meta: dict) -> Scorers:
 
 def build_judge(cfg, world: bool) -> DetectionJudge:
     from ..explain.client import HTTPExplainer, HTTPExplainerConfig
-    from ..zoo import model_dir
+    from ..defaults import zoo_model_dir as model_dir
     from .local_judge import BatchedLocalJudge
 
     if cfg.judge_url:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 SHARD_DIR = "shards"
@@ -21,21 +19,7 @@ def shard_stem(k: int) -> str:
     return f"{SHARD_DIR}/shard-{k:06d}"
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path next to `path`; on success fsync it and os.replace it into place, so a
-    reader (or a resumed run after kill -9) sees either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+from mmsae.io import atomic_path  # noqa: E402  (one copy, in mmsae.io; re-exported for the store's callers)
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

@@ -16,7 +16,7 @@ from .shard import DTYPES, SELECTIONS, ShardBuilder, read_meta, selected
 
 
 def default_model() -> str:
-    from mmsae.zoo import model_dir  # the zoo's subject model (trained separately)
+    from mmsae.defaults import zoo_model_dir as model_dir  # the zoo's subject model (trained separately)
 
     return str(model_dir("subject"))
 
