@@ -80,15 +80,3 @@ def test_the_demo_indexes_stay_usable(demo_out):
         con.close()
         assert Path(meta["model"]).is_dir() and Path(meta["sae"]).is_dir() and str(demo_out.resolve()) in meta["sae"]
 
-
-def test_finetune_stage_reports_every_selection(demo_out):
-    """The reduced SAE-V filtering run: every selection has an accuracy and every score an AUROC, all in [0, 1],
-    and the report carries the section and its picture."""
-    m = json.loads((demo_out / "metrics.json").read_text())
-    accs = {k: v for k, v in m.items() if k.startswith("finetune.") and k.endswith(".accuracy")}
-    sels = {k.split(".")[1] for k in accs}
-    assert {"all", "random", "clean", "l0", "cooccur", "ifd"} <= sels, sels
-    assert all(0.0 <= v <= 1.0 for v in accs.values())
-    for method in ("l0", "cooccur", "ifd", "random"):
-        assert 0.0 <= m[f"filter.{method}.auroc"] <= 1.0
-    assert "Fine-tuning on filtered data" in (demo_out / "report.md").read_text()
