@@ -77,3 +77,26 @@ def write_config(out_dir: Path, cfg) -> Path:
     path = Path(out_dir) / CONFIG_FILE
     write_json(path, {"config": type(cfg).__name__, **data})
     return path
+
+
+class JsonlAppender:
+    """An append-only JSONL file that a resumed job truncates to the size its last saved state recorded
+    (`sync()` returns that size), so lines written after the last save never appear twice."""
+
+    def __init__(self, path: Path, keep_bytes: int):
+        self.path = Path(path)
+        with open(self.path, "ab") as fh:
+            fh.truncate(keep_bytes)
+        self.fh = open(self.path, "ab")  # noqa: SIM115 (closed by close())
+
+    def write(self, obj: dict) -> None:
+        self.fh.write((json.dumps(obj) + "\n").encode())
+
+    def sync(self) -> int:
+        """Flush and fsync; the byte size to save with the job's state."""
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        return self.fh.tell()
+
+    def close(self) -> None:
+        self.fh.close()

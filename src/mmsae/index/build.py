@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from mmsae.io import JsonlAppender
 from mmsae.models.table import IMAGE
 
 from .db import CHUNK_SCHEMAS, FORMAT, INDEX_FILE, chunk_file, write_index
@@ -115,25 +116,11 @@ def _check_resume(root: Path, identity: dict) -> None:
         write_json(path, identity)
 
 
-class Rejects:
+class Rejects(JsonlAppender):
     """rejects.jsonl, truncated on resume to what the last saved chunk had written."""
 
-    def __init__(self, path: Path, keep_bytes: int):
-        self.path = path
-        with open(path, "ab") as fh:
-            fh.truncate(keep_bytes)
-        self.fh = open(path, "ab")  # noqa: SIM115 (closed by close())
-
     def __call__(self, index: int, sample_id: str, reason: str) -> None:
-        self.fh.write((json.dumps({"index": index, "id": sample_id, "reason": reason}) + "\n").encode())
-
-    def sync(self) -> int:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        return self.fh.tell()
-
-    def close(self) -> None:
-        self.fh.close()
+        self.write({"index": index, "id": sample_id, "reason": reason})
 
 
 class ChunkBuffer:

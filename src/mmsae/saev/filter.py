@@ -113,36 +113,13 @@ def _needs_images(cfg: FilterScoreConfig, source) -> None:
                          "(name it with ?image_column=NAME)")
 
 
-class _Appender:
-    """An append-only JSONL file truncated on resume to the size saved with the last chunk."""
-
-    def __init__(self, path: Path, keep_bytes: int):
-        import os
-
-        self._os = os
-        with open(path, "ab") as fh:
-            fh.truncate(keep_bytes)
-        self.fh = open(path, "ab")  # noqa: SIM115 (closed by close())
-
-    def write(self, obj: dict) -> None:
-        self.fh.write((json.dumps(obj) + "\n").encode())
-
-    def sync(self) -> int:
-        self.fh.flush()
-        self._os.fsync(self.fh.fileno())
-        return self.fh.tell()
-
-    def close(self) -> None:
-        self.fh.close()
-
-
 def run_filter_score(cfg: FilterScoreConfig) -> dict:
     """Score (or resume scoring) every record; write the scored data; a JSON summary."""
     import torch
 
     from mmsae.data import open_source
     from mmsae.data.write import write_dataset
-    from mmsae.io import write_config, write_json
+    from mmsae.io import JsonlAppender, write_config, write_json
     from mmsae.sae import SAE
     from mmsae.util import pick_device, progress
 
@@ -162,8 +139,8 @@ def run_filter_score(cfg: FilterScoreConfig) -> dict:
     if state is not None and state["identity"] != json.loads(json.dumps(identity, default=str)):
         raise ValueError(f"{out} holds scores made with other settings; use a new --out")
     start = state["next_record"] if state else 0
-    scores = _Appender(out / SCORES_FILE, state["scores_bytes"] if state else 0)
-    rejects = _Appender(out / REJECTS_FILE, state["reject_bytes"] if state else 0)
+    scores = JsonlAppender(out / SCORES_FILE, state["scores_bytes"] if state else 0)
+    rejects = JsonlAppender(out / REJECTS_FILE, state["reject_bytes"] if state else 0)
     try:
         if start < n:
             device = pick_device(cfg.device)
