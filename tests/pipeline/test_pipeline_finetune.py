@@ -3,15 +3,26 @@
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from mmsae.finetune.experiment import ExperimentConfig
 from mmsae.pipeline import finetune_stage
+from mmsae.sae import SAE, SAEConfig
+
+
+def _demo_sae(out):
+    """What the demo's 'sae' stage leaves: a TopK SAE on the subject's layer 3 (random here; the stage only
+    needs it to score records)."""
+    torch.manual_seed(0)
+    SAE.from_config(SAEConfig(kind="topk", d_in=128, n_latents=256, k=16, hook_layer=3)).save_pretrained(
+        out / "sae" / "sae")
 
 
 @pytest.mark.slow
 def test_stage_writes_metrics_png_and_paragraph(tmp_path, monkeypatch):
     monkeypatch.setattr(finetune_stage, "STAGE_CFG", ExperimentConfig(
         n_train=20, n_eval=6, keeps=(0.5,), seeds=(0, 1), budgets=("steps",), epochs=0.5, batch=4))
+    _demo_sae(tmp_path)
     sections = []
     rep = SimpleNamespace(out=tmp_path, metrics={}, add=lambda title, body: sections.append((title, body)))
     finetune_stage.stage_finetune(rep)
@@ -26,3 +37,9 @@ def test_stage_writes_metrics_png_and_paragraph(tmp_path, monkeypatch):
     before = dict(m)
     finetune_stage.stage_finetune(rep)  # a rerun reads the finished arms back: same numbers
     assert rep.metrics == before
+
+
+def test_stage_needs_the_demo_sae(tmp_path):
+    rep = SimpleNamespace(out=tmp_path, metrics={}, add=lambda title, body: None)
+    with pytest.raises(FileNotFoundError, match="run the 'sae' stage"):
+        finetune_stage._sae_scores(rep, {"data_dir": tmp_path})
