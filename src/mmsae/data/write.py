@@ -130,8 +130,6 @@ def write_dataset(source, out: str | Path, columns: dict[str, list[Any]], rows: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mmsae.io import atomic_path
-
     _all_objects(base, source)
     if source.name == "parquet":
         table = pa.concat_tables([pq.read_table(f) for f in source.files]).combine_chunks()
@@ -144,8 +142,9 @@ def write_dataset(source, out: str | Path, columns: dict[str, list[Any]], rows: 
     else:
         table = pa.Table.from_pylist([{**base[i], **{k: v[i] for k, v in columns.items()}} for i in keep])
     path = out / "data.parquet"
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    write_atomic(path, buf.getvalue().to_pybytes())
     return Written("parquet", path, f"parquet:{path}{root_opt}", len(keep))
 
 

@@ -1,0 +1,164 @@
+"""Demo stage `saev`: SAE vs SAE-V at a reduced size, cross-modal weights, and patch filtering.
+
+Reads what earlier stages left in rep.out when present (`store/`, `store-eval/`: image+text stores of the
+demo layer) and harvests its own otherwise; everything else it makes under rep.out/saev/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _demo():
+    try:
+        from mmsae.pipeline.layer import DEMO_LAYER, DEMO_PROMPT  # after the pipeline merge
+    except ImportError:
+        from mmsae.demo import DEMO_LAYER, DEMO_PROMPT
+    return DEMO_LAYER, DEMO_PROMPT
+
+
+def _harvest(out: Path, data: str, prompt: str | None, layer: int) -> Path:
+    from mmsae.store import HarvestConfig, harvest
+
+    if not (out / "manifest.json").exists():
+        harvest(HarvestConfig(out=str(out), layer=layer, data=data, prompt=prompt, progress=False))
+    return out
+
+
+def _plot_weights(path: Path, weights) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(weights, bins=30, color="tab:purple")
+    ax.set_xlabel("cross-modal weight (mean 5x5 cosine)")
+    ax.set_ylabel("features")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_patches(path: Path, acc: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for method, per in acc.items():
+        keeps = sorted(per)
+        ax.plot([k * 100 for k in keeps], [per[k] for k in keeps], marker="o", label=method,
+                linestyle="--" if method == "random" else "-")
+    ax.set_xlabel("% of patches kept")
+    ax.set_ylabel("accuracy")
+    ax.invert_xaxis()
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def stage_saev(rep, n_train: int = 300, n_text: int = 1200, n_eval: int = 80, steps: int = 300,
+               n_index: int = 150, n_patch: int = 120, splice_records: int = 32) -> None:
+    import numpy as np
+    import torch
+
+    from mmsae.data import open_source
+    from mmsae.defaults import default_model
+    from mmsae.index import IndexConfig, build_index, open_index
+    from mmsae.index.crossmodal import crossmodal_weights, top_crossmodal
+    from mmsae.models import load_adapter
+    from mmsae.saev.compare import compare, table, text_only_jsonl, train_sae
+    from mmsae.saev.crossmodal import CrossmodalConfig, run_crossmodal
+    from mmsae.saev.patches import patch_experiment, world_items
+
+    torch.manual_seed(0)
+    layer, prompt = _demo()
+    root = rep.out / "saev"
+    root.mkdir(parents=True, exist_ok=True)
+    it_train = rep.out / "store" if (rep.out / "store" / "manifest.json").exists() else \
+        _harvest(root / "store", f"world:n={n_train},seed=7", prompt, layer)
+    it_eval = rep.out / "store-eval" if (rep.out / "store-eval" / "manifest.json").exists() else \
+        _harvest(root / "store-eval", f"world:n={n_eval},seed=8", prompt, layer)
+    txt_train = _harvest(root / "store-text", str(text_only_jsonl(root / "text-train.jsonl", n_text, 7)), None, layer)
+    txt_eval = _harvest(root / "store-text-eval", str(text_only_jsonl(root / "text-eval.jsonl", n_eval, 8)), None, layer)
+
+    saes = {}
+    for kind, suffix in (("topk", ""), ("relu", "_relu")):
+        saes[f"sae_text{suffix}"] = train_sae(txt_train, root / f"sae_text{suffix}", kind, steps, layer)
+        saes[f"saev{suffix}"] = train_sae(it_train, root / f"saev{suffix}", kind, steps, layer)
+    adapter = load_adapter(default_model(), device="cpu")
+    sources = {"image_text": open_source(f"world:n={n_eval},seed=8", prompt=prompt),
+               "text": open_source(str(root / "text-eval.jsonl"))}
+    m = compare(saes, {"image_text": it_eval, "text": txt_eval}, adapter, sources, layer, splice_records)
+    rep.metrics.update({f"saev.{k}": v for k, v in m.items()})
+
+    # Cross-modal weights of the SAE-V (TopK) over an index of held-out scenes.
+    index = root / "index-saev"
+    build_index(IndexConfig(out=str(index), sae=str(root / "saev"), model=default_model(),
+                            data=f"world:n={n_index},seed=9", prompt=prompt, top_n=5, n_text=5, progress=False))
+    cm = run_crossmodal(CrossmodalConfig(index=str(index), progress=False))
+    con = open_index(index)
+    try:
+        w_F = crossmodal_weights(con, saes["saev"].cfg.n_latents)
+        top = top_crossmodal(con, 8)
+        contexts = {t["feature"]: [r[0] for r in con.execute(
+            "SELECT token FROM text_contexts WHERE feature = ? ORDER BY rank LIMIT 5", [t["feature"]]).fetchall()]
+            for t in top}
+    finally:
+        con.close()
+    w = w_F[~np.isnan(w_F)]
+    _plot_weights(rep.out / "saev_crossmodal.png", w)
+    rep.metrics.update({"saev.crossmodal.n_weighted": int(len(w)), "saev.crossmodal.n_features": int(len(w_F)),
+                        "saev.crossmodal.mean": float(w.mean()) if len(w) else None,
+                        "saev.crossmodal.max": float(w.max()) if len(w) else None})
+    rows = "\n".join(f"| {t['feature']} | {t['weight']:.3f} | {t['n_text']} | {t['n_image']} | "
+                     f"{' '.join(contexts[t['feature']])} | {t['explanation'] or '-'} |" for t in top)
+
+    # Patch filtering: the subject answers the scene question on masked images.
+    items = world_items(n_patch, seed=21)
+    res = patch_experiment(adapter, saes["saev"], items, weights_F=w_F, seed=0, save_dir=root / "masked", save_n=2)
+    acc = res["accuracy"]
+    rep.metrics.update({f"saev.patch.{meth}.{int(round(k * 100))}": v for meth, per in acc.items() for k, v in per.items()})
+    _plot_patches(rep.out / "saev_patches.png", acc)
+
+    models = list(saes)
+    f = lambda k: rep.metrics.get(f"saev.{k}")  # noqa: E731
+    verdict = []
+    for arch in ("", "_relu"):
+        a, b = f(f"sae_text{arch}.fvu_image"), f(f"saev{arch}.fvu_image")
+        c, d = f(f"sae_text{arch}.fvu_textonly"), f(f"saev{arch}.fvu_textonly")
+        name = "TopK" if not arch else "ReLU+L1"
+        verdict.append(f"- {name}: FVU on image tokens {b:.3f} (SAE-V) vs {a:.3f} (text SAE) — "
+                       f"{'SAE-V wins' if b < a else 'SAE-V does not win'}; on text-only data {d:.3f} vs {c:.3f} "
+                       f"({'SAE-V transfers at least as well' if d <= c else 'the text SAE is better there'}).")
+    p25 = {meth: per.get(0.25) for meth, per in acc.items()}
+    rep.add("SAE-V: image+text SAEs, cross-modal features, patch filtering", f"""
+Reduced size: {steps} steps x 1024 tokens per SAE (same budget for both), expansion 8, TopK k = 16 and ReLU+L1
+(coefficient 5, L1 weighted by decoder norms). The text SAE trains on {n_text} captions through the subject
+without images (`<s> user : {{caption}}`), the SAE-V on image+text (`{prompt}`). Evaluated on held-out
+image+text data (splits text / image / all) and text-only captions (`textonly`); FVU mean-centred, L0 per token,
+dead = never fired on that data, ce_recovered = CE loss recovered vs zero ablation on text tokens with the split's
+positions spliced, kl = KL(clean || spliced). Special tokens and padding are excluded everywhere.
+
+{table(m, models)}
+
+{chr(10).join(verdict)}
+
+**Cross-modal weights** (SAE-V TopK, index of {n_index} held-out scenes, top-30 tokens, >= 5 text and 5 image,
+mean of 5x5 cosines of the raw layer activations): {len(w)} of {len(w_F)} features have a weight
+(mean {np.mean(w) if len(w) else float('nan'):.3f}).
+
+![cross-modal weights](saev_crossmodal.png)
+
+| feature | weight | text in top 30 | image in top 30 | top text tokens | explanation |
+|---|---|---|---|---|---|
+{rows}
+
+**Patch filtering** ({res['n_images']} scenes, "what is the background ?", greedy answer of the subject): accuracy with
+100/75/50/25 % of the patches kept by each score, the rest blacked out in the original pixels. At 25 % kept:
+{', '.join(f'{k} {v:.2f}' for k, v in p25.items())}.
+
+![patch filtering](saev_patches.png)
+""")
