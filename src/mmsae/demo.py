@@ -157,10 +157,12 @@ held-out store (FVU mean-centred with float64 sums; L0 per token; dead = never f
 from .demo_interp import stage_interp  # noqa: E402  (it reads this module's layer, prompt and helpers)
 
 from .pipeline.finetune_stage import stage_finetune  # noqa: E402
+from .pipeline.saev_stage import stage_saev  # noqa: E402
 
 STAGES = {"world": stage_world, "zoo": stage_zoo, "harvest": stage_harvest, "sae": stage_sae, "interp": stage_interp,
-          "finetune": stage_finetune}
-# finetune is opt-in (`run_demo(out, stages=(*DEFAULT_STAGES, "finetune"))`) until it fits the 10-minute budget
+          "saev": stage_saev, "finetune": stage_finetune}
+# saev and finetune are opt-in (`run_demo(out, stages=(*DEFAULT_STAGES, "saev", "finetune"))`) until they are
+# timed within the 10-minute budget on a quiet 2-core machine
 DEFAULT_STAGES = ("world", "zoo", "harvest", "sae", "interp")
 
 
