@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from mmsae.demo_interp import explainer_server
+    from mmsae.pipeline.layer import explainer_server
     from mmsae.explain.run import ExplainConfig, run_explain
     from mmsae.index import open_index, top_features
 

@@ -29,7 +29,7 @@ LAYERS = (1, 3, 5)
 def sae_for(work: Path, layer: int, train_scenes: int = 400, k: int = 16, steps: int = 800) -> Path:
     """The SAE for `layer`, trained once under `work`; the defaults are the demo's settings (400 scenes of
     seed 7, 1024 latents, k 16, 800 steps of 1024 tokens)."""
-    from mmsae.demo import harvest_layer, train_layer
+    from mmsae.pipeline.layer import harvest_layer, train_layer
 
     tag = "" if (train_scenes, k, steps) == (400, 16, 800) else f"-h{train_scenes}-k{k}-s{steps}"
     sae = work / f"sae-layer{layer}{tag}" / "sae"
@@ -37,48 +37,6 @@ def sae_for(work: Path, layer: int, train_scenes: int = 400, k: int = 16, steps:
         store = harvest_layer(work / f"store-layer{layer}-h{train_scenes}", layer, train_scenes, seed=7)
         train_layer(store, sae.parent, layer, steps=steps, k=k)
     return sae
-
-
-def oracle_vocabulary(pairs: bool) -> list[str]:
-    """The explainer's 39 names; with `pairs`, also every colour / texture / material x object kind."""
-    from mmsae.world.vocab import COLOURS, KINDS, MATERIALS, TEXTURES
-    from mmsae.zoo.train import EXPLAINABLE
-
-    names = list(EXPLAINABLE)
-    if pairs:
-        names += [f"{a} {kind}" for attrs in (COLOURS, TEXTURES, MATERIALS) for a in attrs for kind in KINDS]
-    return names
-
-
-def oracle(index_dir: Path, features: list[int], cuts: tuple[float, ...], vocabulary: list[str]) -> dict:
-    """The oracle explainer's IoU and its random-explanation baseline at each cut."""
-    from mmsae.index import open_index
-    from mmsae.index.read import feature_examples_many
-    from mmsae.score import WorldSegmenter, iou, region_mask
-
-    con = open_index(index_dir)
-    try:
-        tops = feature_examples_many(con, features, 5)
-    finally:
-        con.close()
-    seg = WorldSegmenter()
-    iou_FC = np.zeros((len(features), len(vocabulary)))
-    for i, f in enumerate(features):
-        regions = [region_mask(t.box, t.acts, (t.width, t.height)) for t in tops[f]]
-        for j, concept in enumerate(vocabulary):
-            iou_FC[i, j] = np.mean([iou(seg.segment(None, concept, t.sample_id), r) for t, r in zip(tops[f], regions)])
-    best_F, concept_F = iou_FC.max(1), iou_FC.argmax(1)
-    out = {}
-    for cut in cuts:
-        ok = np.flatnonzero(best_F > cut)
-        if len(ok) < 2:
-            continue
-        # random explanation: another explained feature's concept, each equally likely (an exact expectation)
-        rand = [np.mean([iou_FC[i, concept_F[k]] for k in ok if k != i]) for i in ok]
-        out[str(cut)] = {"explained": int(len(ok)), "iou": float(best_F[ok].mean()), "iou_random_expl": float(np.mean(rand)),
-                         "ratio": float(best_F[ok].mean() / np.mean(rand)),
-                         "compositions": int(sum(" " in vocabulary[concept_F[i]] for i in ok))}
-    return out
 
 
 def breakdown(index_dir: Path) -> dict:
@@ -101,8 +59,8 @@ def breakdown(index_dir: Path) -> dict:
 
 
 def run_layer(work: Path, layer: int, scenes: int, cuts: tuple[float, ...], sae_settings: dict, pairs: bool) -> dict:
-    from mmsae.demo import DEMO_PROMPT
-    from mmsae.demo_interp import image_features
+    from mmsae.pipeline.layer import DEMO_PROMPT, image_features
+    from mmsae.pipeline.oracle import oracle, oracle_vocabulary
     from mmsae.explain.run import ExplainConfig, run_explain
     from mmsae.index import IndexConfig, build_index
     from mmsae.score.run import ScoreConfig, run_score

@@ -28,7 +28,7 @@ def main() -> None:
 
     from mmsae.data import open_source
     from mmsae.defaults import default_model
-    from mmsae.demo import DEMO_LAYER, DEMO_PROMPT
+    from mmsae.pipeline.layer import DEMO_LAYER, DEMO_PROMPT
     from mmsae.models import load_adapter
     from mmsae.saev.compare import compare, table, text_only_jsonl, train_sae
     from mmsae.store import HarvestConfig, harvest

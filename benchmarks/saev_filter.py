@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
-    from mmsae.demo import DEMO_PROMPT
+    from mmsae.pipeline.layer import DEMO_PROMPT
     from mmsae.sae import SAE
     from mmsae.saev.filter import FilterScoreConfig, run_filter_score
     from mmsae.store import HarvestConfig, harvest

@@ -21,18 +21,6 @@ app.add_typer(world_app, name="world")
 app.add_typer(zoo_app, name="zoo")
 
 
-@app.command("demo")
-def demo(out: Path = typer.Option(Path("demo-out"), help="report directory")) -> None:
-    """The whole pipeline on the embedded world: writes OUT/report.md, OUT/metrics.json and pictures."""
-    from ..demo import main
-
-    try:
-        main(out)
-    except FileNotFoundError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-
-
 from mmsae.store.cli import harvest_command  # noqa: E402
 app.command("harvest")(harvest_command)
 from mmsae.train.cli import train_command  # noqa: E402
@@ -53,6 +41,7 @@ app.command("score")(score_command)
 # Commands generated from their config dataclasses (`mmsae.cli.configs`): name -> "module:ConfigClass:function",
 # imported only when the command runs or shows its help. The older commands above move here one by one.
 CONFIG_COMMANDS: dict[str, str] = {
+    "demo": "mmsae.pipeline.demo:DemoConfig:run_demo",
     "crossmodal": "mmsae.saev.crossmodal:CrossmodalConfig:run_crossmodal",
     "filter score": "mmsae.saev.filter:FilterScoreConfig:run_filter_score",
     "filter select": "mmsae.saev.filter:FilterSelectConfig:run_filter_select",
@@ -61,6 +50,7 @@ CONFIG_COMMANDS: dict[str, str] = {
     "export neuronpedia": "mmsae.view.neuronpedia:ExportConfig:run_export",
 }
 CONFIG_HELP = {
+    "demo": "The whole pipeline on the embedded world: writes OUT/report.md, OUT/metrics.json and pictures.",
     "crossmodal": "SAE-V cross-modal weight of every feature of an index (stored in it; Parquet export).",
     "filter score": "Score every record of a dataset by its SAE-V features (l0, cooccur, cosine) or a baseline.",
     "filter select": "Keep the top (or bottom) fraction of scored records, every original field preserved.",

@@ -294,3 +294,44 @@ def example_image(source, example) -> Image.Image:
         raise ValueError(f"{where} image {example.image_index} is {image.size[0]}x{image.size[1]} in the source "
                          f"but {example.width}x{example.height} in the index")
     return image
+
+
+# --- readers of the explain and score stages' rows (for mmsae.pipeline's tables) ---
+
+
+def _table_exists(con, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+
+
+def score_values(con, metrics, features=None) -> dict[int, dict[str, float]]:
+    """feature -> {metric: value} of the stored scores of `metrics` (the latest row of each feature and
+    metric), for `features` only when given; features without any of those scores are left out."""
+    if not _table_exists(con, "scores"):
+        return {}
+    sql = """SELECT feature, metric, value FROM scores WHERE metric IN (SELECT unnest(?::VARCHAR[]))
+        QUALIFY row_number() OVER (PARTITION BY feature, metric ORDER BY created DESC) = 1 ORDER BY feature, metric"""
+    wanted = None if features is None else {int(f) for f in features}
+    out: dict[int, dict[str, float]] = {}
+    for f, metric, value in con.execute(sql, [list(metrics)]).fetchall():
+        if value is not None and (wanted is None or f in wanted):
+            out.setdefault(int(f), {})[metric] = float(value)
+    return out
+
+
+@dataclass
+class ScoredExplanation:
+    feature: int
+    explanation: str
+    value: float  # the score of `metric` in best_explained
+
+
+def best_explained(con, metric: str = "iou", limit: int = 3) -> list[ScoredExplanation]:
+    """The explained features with the best stored `metric` score, best first (ties by feature id)."""
+    if not (_table_exists(con, "scores") and _table_exists(con, "explanations")):
+        return []
+    rows = con.execute("""SELECT e.feature, e.explanation, s.value
+        FROM (SELECT * FROM explanations QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created DESC) = 1) e
+        JOIN (SELECT * FROM scores WHERE metric = ?
+              QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created DESC) = 1) s USING (feature)
+        WHERE e.status = 'explained' ORDER BY s.value DESC, e.feature LIMIT ?""", [metric, int(limit)]).fetchall()
+    return [ScoredExplanation(int(f), text, float(v)) for f, text, v in rows]

@@ -9,10 +9,8 @@ from pathlib import Path
 
 
 def _demo():
-    try:
-        from mmsae.pipeline.layer import DEMO_LAYER, DEMO_PROMPT  # after the pipeline merge
-    except ImportError:
-        from mmsae.demo import DEMO_LAYER, DEMO_PROMPT
+    from .layer import DEMO_LAYER, DEMO_PROMPT
+
     return DEMO_LAYER, DEMO_PROMPT
 
 

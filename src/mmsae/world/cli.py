@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from ..io import atomic_dir
 from . import World, WorldConfig
-from .sheet import contact_sheet
-from .text import caption, questions
+from .sheet import write_samples
 
 app = typer.Typer(no_args_is_help=True, help="The embedded procedural world.")
 
@@ -34,24 +31,6 @@ def sample(
     scenes = [world[i] for i in range(start, start + n)]
     write_samples(scenes, out)
     typer.echo(f"wrote {n} scenes to {out}/sheet.png and {out}/samples.jsonl")
-
-
-def write_samples(scenes, out: Path) -> None:
-    """sheet.png, one PNG per scene and samples.jsonl, all or nothing (the folder appears complete)."""
-    import numpy as np
-
-    with atomic_dir(out) as tmp:
-        contact_sheet(scenes).save(tmp / "sheet.png")
-        rng = np.random.default_rng(0)
-        with open(tmp / "samples.jsonl", "w") as f:
-            for s in scenes:
-                s.pil.save(tmp / f"scene_{s.index:06d}.png")
-                f.write(json.dumps({
-                    "index": s.index, "image": f"scene_{s.index:06d}.png", "scene": s.background,
-                    "caption": caption(s), "objects": [o.attributes() for o in s.objects],
-                    "concepts": sorted(s.concepts()),
-                    "qa": [{"question": q.question, "answer": q.answer, "type": q.type} for q in questions(s, rng)],
-                }) + "\n")
 
 
 @app.command("mask")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..io import atomic_dir
 from .scene import Scene
-from .text import caption
+from .text import caption, questions
 from .vocab import CONCEPT_CLASSES, PAPER_CLASSES
 
 PALETTE = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -43,3 +46,19 @@ def contact_sheet(scenes: list[Scene], scale: int = 3) -> Image.Image:
             sheet.paste(Image.fromarray(img).resize((s, s), Image.NEAREST), (x, y + label_h))
         draw.text((4, y + label_h + s + 2), "\n".join(textwrap.wrap(caption(scene), 150)[:2]), fill=(40, 40, 40))
     return sheet
+
+
+def write_samples(scenes: list[Scene], out: Path) -> None:
+    """sheet.png, one PNG per scene and samples.jsonl, all or nothing (the folder appears complete)."""
+    with atomic_dir(out) as tmp:
+        contact_sheet(scenes).save(tmp / "sheet.png")
+        rng = np.random.default_rng(0)
+        with open(tmp / "samples.jsonl", "w") as f:
+            for s in scenes:
+                s.pil.save(tmp / f"scene_{s.index:06d}.png")
+                f.write(json.dumps({
+                    "index": s.index, "image": f"scene_{s.index:06d}.png", "scene": s.background,
+                    "caption": caption(s), "objects": [o.attributes() for o in s.objects],
+                    "concepts": sorted(s.concepts()),
+                    "qa": [{"question": q.question, "answer": q.answer, "type": q.type} for q in questions(s, rng)],
+                }) + "\n")

@@ -1,37 +1,21 @@
-"""`mmsae demo`: the main job on the embedded default, one stage after another, into report.md + metrics.json."""
+"""The demo's first stages: the embedded world, the zoo's accuracies, the demo layer's activation stores and its
+TopK SAE. A stage is `stage_x(rep: Report) -> None`; it adds a report section and flat metrics to `rep` and leaves
+its outputs in `rep.out` for the stages after it."""
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
-from rich.console import Console
-
-from .io import atomic_dir, write_json
-from .world import World, WorldConfig
-from .world.cli import write_samples
-from .zoo import WEIGHTS, model_dir
-
-console = Console(stderr=True)
-
-
-@dataclass
-class Report:
-    """What the stages produce: markdown sections, flat metrics and the pictures they refer to."""
-
-    out: Path
-    sections: list[str] = field(default_factory=list)
-    metrics: dict = field(default_factory=dict)
-
-    def add(self, title: str, body: str) -> None:
-        self.sections.append(f"## {title}\n\n{body.strip()}\n")
+from ..defaults import ZOO_WEIGHTS, zoo_model_dir
+from .layer import DEMO_LAYER, DEMO_PROMPT, harvest_layer, train_layer
+from .report import Report
 
 
 def stage_world(rep: Report, n: int = 8) -> None:
+    """A contact sheet of the default world's first scenes with their exact concept masks, and their specs."""
+    from ..world import World, WorldConfig
+    from ..world.sheet import write_samples
+
     world = World(WorldConfig())
     write_samples([world[i] for i in range(n)], rep.out / "world")
     rep.add("The embedded world", f"""
@@ -44,10 +28,19 @@ in its own colour. Specs, captions and Q/A pairs: `world/samples.jsonl`.
     rep.metrics["world.samples"] = n
 
 
-def stage_zoo(rep: Report, root: Path = WEIGHTS) -> None:
-    from .zoo.cli import evaluate
+def zoo_metrics(root: Path = ZOO_WEIGHTS) -> dict:
+    """The zoo's small evaluation on fresh held-out data, flat keys as in the model cards (a quicker, noisier
+    evaluation than the cards': `mmsae zoo eval` recomputes the full one)."""
+    from ..zoo.evaluate import EvalConfig, eval_clip, eval_explainer, eval_subject
 
-    metrics = evaluate(root, small=True)
+    cfg = EvalConfig(subject_images=120, prior_images=80, explainer_sets=120, explainer_pool=12, clip_images=150)
+    evals = {"subject": eval_subject, "explainer": eval_explainer, "clip": eval_clip}
+    return {f"{name}.{k}": v for name, fn in evals.items() for k, v in fn(zoo_model_dir(name, root), cfg).items()}
+
+
+def stage_zoo(rep: Report, root: Path = ZOO_WEIGHTS) -> None:
+    """The zoo's accuracies, and a picture of the subject answering held-out questions."""
+    metrics = zoo_metrics(root)
     rep.metrics.update({k: v for k, v in metrics.items() if not isinstance(v, dict) or k.endswith("accuracy") or k.endswith("top1")})
     _vqa_picture(rep.out / "vqa.png", root)
     rows = "\n".join(f"| `{k}` | {v:.3f} |" for k, v in metrics.items() if isinstance(v, float))
@@ -69,11 +62,15 @@ answered "yellow" on the same images.
 
 def _vqa_picture(path: Path, root: Path, n: int = 8) -> None:
     """Held-out scenes with a question, the subject's answer and the truth (green right, red wrong)."""
-    from .world.text import chat_prompt, questions
-    from .zoo.evaluate import generate_answers, load_llava
-    from .zoo.train import EVAL_SEED
+    import numpy as np
+    from PIL import Image, ImageDraw
 
-    model, processor = load_llava(model_dir("subject", root))
+    from ..world import World, WorldConfig
+    from ..world.text import chat_prompt, questions
+    from ..zoo.evaluate import generate_answers, load_llava
+    from ..zoo.train import EVAL_SEED
+
+    model, processor = load_llava(zoo_model_dir("subject", root))
     world = World(WorldConfig(seed=EVAL_SEED + 7))
     rng = np.random.default_rng(0)
     scenes = [world[i] for i in range(n)]
@@ -91,27 +88,9 @@ def _vqa_picture(path: Path, root: Path, n: int = 8) -> None:
     sheet.save(path)
 
 
-DEMO_LAYER = 3  # output of decoder block 3 of the subject's 6 ("layer 4" in the papers' naming)
-DEMO_PROMPT = "<s> user : <image> {caption}"  # image and text tokens, as SAE-V trains on
-
-
-def harvest_layer(out: Path, layer: int, n: int = 400, seed: int = 7) -> Path:
-    from .store import HarvestConfig, harvest
-
-    harvest(HarvestConfig(out=str(out), layer=layer, data=f"world:n={n},seed={seed}", prompt=DEMO_PROMPT, progress=False))
-    return out
-
-
-def train_layer(store: Path, out: Path, layer: int, steps: int = 800, k: int = 16):
-    from .train import StoreBatches, TrainConfig, train
-
-    cfg = TrainConfig(kind="topk", expansion=8, k=k, steps=steps, warmup_steps=100, checkpoint_every=500,
-                      hook_layer=layer, seed=0)
-    return train(cfg, StoreBatches(store, batch_size=1024, seed=0), out)
-
-
 def stage_harvest(rep: Report, n_train: int = 400, n_eval: int = 100) -> None:
-    from .store import ActivationStore
+    """Activation stores of the demo layer: `store/` (training) and `store-eval/` (held out)."""
+    from ..store import ActivationStore
 
     harvest_layer(rep.out / "store", DEMO_LAYER, n_train, seed=7)
     harvest_layer(rep.out / "store-eval", DEMO_LAYER, n_eval, seed=8)
@@ -131,9 +110,10 @@ the prompt `{DEMO_PROMPT}` and stored the output of decoder block {DEMO_LAYER} (
 
 
 def stage_sae(rep: Report, steps: int = 800) -> None:
+    """The demo layer's TopK SAE (`sae/sae/`), evaluated on the held-out store."""
     import shutil
 
-    from .evals import evaluate_sae, format_table, store_batches
+    from ..evals import evaluate_sae, format_table, store_batches
 
     sae = train_layer(rep.out / "store", rep.out / "sae", DEMO_LAYER, steps)
     report = evaluate_sae(sae, store_batches(rep.out / "store-eval"))
@@ -152,38 +132,3 @@ held-out store (FVU mean-centred with float64 sums; L0 per token; dead = never f
 
 ![training curves](sae_curves.png)
 """)
-
-
-from .demo_interp import stage_interp  # noqa: E402  (it reads this module's layer, prompt and helpers)
-
-from .pipeline.finetune_stage import stage_finetune  # noqa: E402
-from .pipeline.saev_stage import stage_saev  # noqa: E402
-
-STAGES = {"world": stage_world, "zoo": stage_zoo, "harvest": stage_harvest, "sae": stage_sae, "interp": stage_interp,
-          "saev": stage_saev, "finetune": stage_finetune}
-# saev and finetune are opt-in (`run_demo(out, stages=(*DEFAULT_STAGES, "saev", "finetune"))`) until they are
-# timed within the 10-minute budget on a quiet 2-core machine
-DEFAULT_STAGES = ("world", "zoo", "harvest", "sae", "interp")
-
-
-def run_demo(out: Path, stages: tuple[str, ...] = DEFAULT_STAGES) -> dict:
-    """Run the demo stages into `out` (written atomically: a failed run leaves the previous report intact)."""
-    t0 = time.time()
-    with atomic_dir(out) as tmp:
-        rep = Report(tmp)
-        for name in stages:
-            t = time.time()
-            console.log(f"demo stage: {name}")
-            STAGES[name](rep)
-            rep.metrics[f"time.{name}_s"] = round(time.time() - t, 1)
-        rep.metrics["time.total_s"] = round(time.time() - t0, 1)
-        head = "# mmsae demo report\n\nEverything below was computed by `mmsae demo` on the embedded default " \
-               "(no download), in " f"{rep.metrics['time.total_s']:.0f} s.\n"
-        (tmp / "report.md").write_text(head + "\n" + "\n".join(rep.sections))
-        write_json(tmp / "metrics.json", rep.metrics)
-    return rep.metrics
-
-
-def main(out: Path) -> None:
-    metrics = run_demo(out)
-    console.print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=1))
