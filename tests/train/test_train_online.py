@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from mmsae.data import open_source
 from mmsae.models import load_adapter
 from mmsae.store import selected
 from mmsae.store.stream import capture_batches
-from mmsae.train.cli import train_command
+from mmsae.cli import command
 from mmsae.train.online import OnlineBatches
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -132,17 +131,14 @@ def test_resume_refuses_other_settings(adapter, source):
 
 
 def _app():
-    app = typer.Typer()
-    app.command("train")(train_command)
-    app.callback()(lambda: None)
-    return app
+    return command()
 
 
 def _train_args(model, out):
     return ["train", "--online", "--model", str(model), "--data", "world:n=6,seed=2", "--prompt", PROMPT,
             "--layer", str(LAYER), "--out", str(out), "--steps", "24", "--batch-size", "16", "--window-tokens", "64",
-            "--capture-batch-size", "2", "--checkpoint-every", "3", "--log-every", "4", "--k", "4", "--latents", "64",
-            "--warmup", "4", "--lr", "0.003", "--dead-tokens", "500", "--seed", "3"]
+            "--capture-batch-size", "2", "--checkpoint-every", "3", "--log-every", "4", "--k", "4", "--n-latents", "64",
+            "--warmup-steps", "4", "--lr", "0.003", "--dead-tokens", "500", "--seed", "3"]
 
 
 def _die_at_capture(n, model, out):
@@ -170,7 +166,7 @@ def _checkpoint(out):
 def test_cli_online_kill9_then_resume_matches_uninterrupted_run(model, tmp_path):
     res = CliRunner().invoke(_app(), _train_args(model, tmp_path / "ref"))
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    summary = json.loads(res.stdout)
     assert summary["steps"] == 24 and summary["n_latents"] == 64
     ref_ckpt = _checkpoint(tmp_path / "ref")
     assert ref_ckpt["sae_config"]["hook_layer"] == LAYER and ref_ckpt["sae_config"]["model"] == str(model.resolve())

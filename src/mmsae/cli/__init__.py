@@ -23,11 +23,9 @@ app.add_typer(zoo_app, name="zoo")
 
 from mmsae.store.cli import harvest_command  # noqa: E402
 app.command("harvest")(harvest_command)
-from mmsae.train.cli import train_command  # noqa: E402
 from mmsae.evals.cli import eval_sae_command  # noqa: E402
 from mmsae.explain.cli import serve_explainer_command  # noqa: E402
 
-app.command("train")(train_command)
 app.command("eval-sae")(eval_sae_command)
 app.command("serve-explainer")(serve_explainer_command)
 from mmsae.explain.cli import explain_command  # noqa: E402
@@ -42,6 +40,7 @@ app.command("score")(score_command)
 # imported only when the command runs or shows its help. The older commands above move here one by one.
 CONFIG_COMMANDS: dict[str, str] = {
     "demo": "mmsae.pipeline.demo:DemoConfig:run_demo",
+    "train": "mmsae.train.run:TrainJob:run_train",
     "crossmodal": "mmsae.saev.crossmodal:CrossmodalConfig:run_crossmodal",
     "filter score": "mmsae.saev.filter:FilterScoreConfig:run_filter_score",
     "filter select": "mmsae.saev.filter:FilterSelectConfig:run_filter_select",

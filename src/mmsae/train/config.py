@@ -14,46 +14,76 @@ SELECTION_DTYPES = ("auto", "bfloat16", "float32", None)
 
 @dataclass
 class TrainConfig:
+    """How to train one SAE (the CLI's `mmsae train` adds where the activations come from: `train.run.TrainJob`)."""
+
     kind: str = "topk"
+    """SAE kind: topk | batchtopk | relu | jumprelu."""
     n_latents: int | None = None
-    expansion: int = 16  # n_latents = expansion · d_in when n_latents is None
+    """Number of latents (default: expansion · d_in)."""
+    expansion: int = 16
+    """Latents per input dimension when n_latents is not given."""
     k: int | None = 32
+    """Active latents per token (topk, batchtopk)."""
     l1_coefficient: float | None = None
+    """L1 coefficient (relu; default 5 as SAE-V) or L0 coefficient (jumprelu)."""
     auxk_alpha: float = 1 / 32
+    """AuxK loss weight for TopK kinds (0 disables)."""
     k_aux: int | None = None
-    dead_tokens: int = 10_000_000  # a latent silent for this many tokens counts as dead
+    """Latents in the AuxK reconstruction (default d_in / 2)."""
+    dead_tokens: int = 10_000_000
+    """Tokens without firing after which a latent counts as dead."""
     jumprelu_bandwidth: float = 0.001
+    """JumpReLU straight-through bandwidth."""
     jumprelu_init_threshold: float = 0.001
+    """JumpReLU initial threshold."""
 
-    steps: int = 1000  # optimizer steps
-    lr: float | None = None  # None: 2e-4 / √(F / 2^14)
+    steps: int = 1000
+    """Optimizer steps."""
+    lr: float | None = None
+    """Peak learning rate (default 2e-4 / sqrt(n_latents / 2^14))."""
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 6.25e-10  # OpenAI's; Adam's 1e-8 is large next to normalised gradients
+    """Adam betas."""
+    eps: float = 6.25e-10
+    """Adam epsilon (OpenAI's; Adam's 1e-8 is large next to normalised gradients)."""
     warmup_steps: int = 100
-    decay_fraction: float = 0.2  # linear decay to 0 over the last fraction of the steps
+    """Linear warm-up steps."""
+    decay_fraction: float = 0.2
+    """Fraction of the steps at the end with linear decay to 0."""
     grad_clip: float | None = 1.0
+    """Gradient-norm clip (none disables)."""
 
-    normalize: bool = True  # train on s·x with E‖s·x‖ = √d; s is folded into the saved weights
-    norm_scale: float | None = None  # known s (e.g. from a store manifest); else estimated from batch 1
-    max_bad_batches: int = 10  # non-finite batches skipped before the run aborts
+    normalize: bool = True
+    """Train on s·x with E‖s·x‖ = √d; s is folded into the saved weights."""
+    norm_scale: float | None = None
+    """Known s; default: the source's (a store's manifest, an online source's first window), else batch 1's."""
+    max_bad_batches: int = 10
+    """Non-finite batches skipped before the run aborts."""
 
     checkpoint_every: int = 500
+    """Steps between checkpoints (a killed run resumes from the last one)."""
     log_every: int = 10
-    plots: bool = True  # curves.png at the end (imports matplotlib)
+    """Steps between metric records (metrics.jsonl)."""
+    plots: bool = True
+    """Write curves.png at the end."""
     seed: int = 0
+    """Seed of the initialisation and of the data order."""
     device: str = "cpu"
-    autocast: bool = True  # bf16 autocast, on CUDA only
-    # TopK kinds: dtype of the dense [B, F] product that only *selects* the k latents; the k values
-    # and every gradient stay in float32 either way. "bfloat16" runs it on AMX / AVX512-BF16 /
-    # tensor cores (~2x faster than float32 on such CPUs; near-ties may pick another latent);
-    # "float32" (or None) is exact; "auto" is bfloat16 where the device multiplies it natively and
-    # the kind lets exact values settle bf16's near-ties (TopK), else float32.
+    """cpu or cuda."""
+    autocast: bool = True
+    """bf16 autocast, on CUDA only."""
     selection_dtype: str | None = "auto"
+    """TopK kinds: dtype of the dense [B, F] product that only selects the k latents (values and gradients stay
+    float32): bfloat16 (fast on AMX / AVX512-BF16 / tensor cores; near-ties may pick another latent), float32
+    (exact), auto (bfloat16 where the device multiplies it natively and the kind refines the selection)."""
 
     hook_layer: int | None = None
+    """Layer the activations come from (default: the source's)."""
     hook_name: str | None = None
+    """Hook point name recorded in the SAE (SAELens / sparsify interop)."""
     model: str | None = None
+    """Model the activations come from (default: the source's)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form metadata saved with the SAE."""
 
     def __post_init__(self) -> None:
         if self.steps <= 0:

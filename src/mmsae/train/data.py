@@ -8,6 +8,8 @@ each data-parallel rank its own batches; otherwise the trainer slices every batc
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
 
@@ -92,6 +94,13 @@ class StoreBatches:
     def manifest(self) -> dict[str, Any]:
         return self.store.manifest
 
+    def training_defaults(self, out_dir: str | Path) -> dict[str, Any]:
+        """What the store knows of its own training: norm scale √d / E‖x‖ (from the manifest's mean norm), the
+        hook layer and the model it was harvested from."""
+        m = self.manifest
+        return {"norm_scale": math.sqrt(self.d_in) / float(m["mean_norm"]) if m.get("mean_norm") else None,
+                "hook_layer": m.get("layer"), "model": (m.get("model") or {}).get("path")}
+
     def __iter__(self) -> Iterator[Tensor]:
         for batch in self.store.batches(self.batch_size, seed=self.seed, start=self.position, epochs=self.epochs,
                                         drop_last=True, window_shards=self.window_shards,
@@ -104,6 +113,23 @@ class StoreBatches:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position = int(state["position"])
+
+
+def with_source_defaults(cfg: Any, data: Any, out_dir: str | Path) -> Any:
+    """A copy of the TrainConfig `cfg` with the fields it leaves None (norm_scale, hook_layer, model) filled in
+    from the source's own `training_defaults` (a store's manifest, an online source's model); the API and the CLI
+    both go through this, so they train the same SAE."""
+    import dataclasses
+
+    defaults = getattr(data, "training_defaults", None)
+    if defaults is None:
+        return cfg
+    given = {k: v for k, v in defaults(out_dir).items() if v is not None}
+    fill = {k: v for k, v in given.items() if k != "extra" and getattr(cfg, k) is None
+            and (k != "norm_scale" or cfg.normalize)}
+    if "extra" in given:
+        fill["extra"] = {**cfg.extra, **given["extra"]}
+    return dataclasses.replace(cfg, **fill) if fill else cfg
 
 
 def load_activation_file(path: Path) -> Tensor:

@@ -15,7 +15,7 @@ from mmsae.sae.config import SAEConfig
 from mmsae.sae.kernels import bf16_is_fast
 from mmsae.sae.io_utils import atomic_file
 from mmsae.train.config import ARCH_FIELDS, TrainConfig
-from mmsae.train.data import ActivationSource, batch_tensor
+from mmsae.train.data import ActivationSource, batch_tensor, with_source_defaults
 from mmsae.train.dist import DistContext, init_distributed
 from mmsae.train.plots import plot_history
 from mmsae.train.state import DeadLatentTracker, load_checkpoint, lr_lambda, rng_state, save_checkpoint, set_rng_state
@@ -35,7 +35,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, data: ActivationSource, out_dir: str | Path, dist_ctx: DistContext | None = None):
-        self.cfg = cfg
+        self.cfg = with_source_defaults(cfg, data, out_dir)  # a store's norm scale and layer, an online model's
         self.data = data
         self.out_dir = Path(out_dir)
         self.dist = dist_ctx or init_distributed(cfg.device)

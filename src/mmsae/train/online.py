@@ -13,7 +13,7 @@ Records go through the model in fixed groups [k·C, (k+1)·C) of record numbers 
 started. Only a final partial window (when `epochs` ends the stream) drops its last < batch_size tokens.
 
 Normalisation: the store path knows E‖x‖ from its manifest; online, `mean_norm()` estimates it over
-the first window's tokens (window 0 is kept, not captured twice) and `prepare_online` puts
+the first window's tokens (window 0 is kept, not captured twice) and `training_defaults` puts
 √d / E‖x‖ into the TrainConfig of a fresh run; the trainer stores it in its checkpoint, so a resumed
 run uses the same value. Under torchrun every rank computes the same stream and trains on its slice.
 Memory: one window of float32 tokens on the model's device (65,536 x 4096 x 4 B = 1 GiB for an
@@ -91,6 +91,13 @@ class OnlineBatches:
     @property
     def d_in(self) -> int:
         return int(self.adapter.d_model)
+
+    def training_defaults(self, out_dir: str | Path) -> dict[str, Any]:
+        """Layer and model of this source and, for a fresh run, the norm scale √d / E‖x‖ over the first window (a
+        resumed run takes the scale from its checkpoint)."""
+        fresh = not (Path(out_dir) / "checkpoint.pt").exists()
+        return {"hook_layer": self.layer, "model": self.identity()["model"], "extra": {"online": self.identity()},
+                "norm_scale": math.sqrt(self.d_in) / self.mean_norm() if fresh else None}
 
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the run that wrote the state."""
@@ -237,14 +244,3 @@ def open_online(model: str | Path, data: str, layer: int, batch_size: int, promp
     dtype = getattr(torch, model_dtype) if model_dtype else None
     adapter = load_adapter(str(model), dtype=dtype, device=device)
     return OnlineBatches(adapter, source, layer, batch_size, **kwargs)
-
-
-def prepare_online(cfg: Any, source: OnlineBatches, out_dir: str | Path) -> Any:
-    """Record layer and model in the TrainConfig and, for a fresh run, the norm scale √d / E‖x‖ over
-    the first window (a resumed run takes the scale from its checkpoint)."""
-    cfg.hook_layer = source.layer if cfg.hook_layer is None else cfg.hook_layer
-    cfg.model = cfg.model or source.identity()["model"]
-    cfg.extra = {**cfg.extra, "online": source.identity()}
-    if cfg.normalize and cfg.norm_scale is None and not (Path(out_dir) / "checkpoint.pt").exists():
-        cfg.norm_scale = math.sqrt(source.d_in) / source.mean_norm()
-    return cfg
