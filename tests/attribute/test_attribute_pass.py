@@ -4,7 +4,7 @@ views, one forward and one backward, batch independence, integrated gradients.""
 import numpy as np
 import pytest
 import torch
-from attribute_helpers import FAMILIES, LAYER, first_cols, make_sae, prompts, reference, token_id
+from attribute_helpers import FAMILIES, LAYER, first_cols, logit_diff, make_sae, prompts, reference, token_id
 
 from mmsae.attribute import ERROR, attribute
 from mmsae.models import load_adapter
@@ -199,3 +199,14 @@ def test_integrated_gradients(tiny_dir, adapter_of):
     delta = abs(d_zero - float(ig.metric[0]))
     assert err[64] < 0.05 * delta and err[64] < err[16] / 3
     assert ig.ig_steps == 64 and ig.metric[0] == pytest.approx(plain.metric[0], abs=1e-4)
+
+
+def test_a_bfloat16_model_runs_its_clean_forward_under_the_float32_sae(tiny_dir):
+    """x − x̂ is formed in the wider dtype, so x' = x̂ + e cast back to bfloat16 is the clean residual."""
+    a = load_adapter(tiny_dir("llava"), dtype=torch.bfloat16)
+    enc = a.encode(prompts(2))
+    attr = attribute(a, make_sae(a.d_model), LAYER, enc, "red", "blue", exact_top=2)
+    clean = logit_diff(a, enc, a.forward_logits(enc.inputs)).double().numpy()
+    np.testing.assert_allclose(attr.metric, clean, atol=1e-6)
+    assert np.isfinite(attr.attribution_R).all() and np.isfinite(attr.per_feature(0).column("exact_effect")
+                                                                  .to_numpy()[:3]).sum() == 2

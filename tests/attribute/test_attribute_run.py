@@ -105,6 +105,7 @@ def test_api_bad_input(adapter_of):
         (dict(target="red", baseline="blue", metric="kl"), "metric must be one of logit_diff, logprob, got 'kl'"),
         (dict(target="red", baseline="blue", metric="logprob"), "reads no baseline"),
         (dict(target=["red"], baseline="blue"), "target has 1 entries for a batch of 2"),
+        (dict(target="red", baseline=["blue", "red"]), "example 1: baseline and target are the same token"),
         (dict(target="red", baseline="blue", position=[0, 99]), r"position 99 is out of range for example 1"),
         (dict(target="red", baseline="blue", exact_top=-2), "exact_top must be an integer >= 0"),
         (dict(target="red", baseline="blue", ig_steps=1.5), "ig_steps must be an integer >= 0"),

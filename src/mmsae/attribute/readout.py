@@ -104,6 +104,10 @@ def make_readout(adapter, encoded, target, baseline=None, metric: str = "logit_d
                              "give one or use metric 'logprob'")
         baseline_B = np.array([one_token(adapter, t, "baseline") for t in per_example(baseline, B, "baseline")],
                               dtype=np.int64)
+        same = np.flatnonzero(baseline_B == target_B)
+        if len(same):
+            raise ValueError(f"example {int(same[0])}: baseline and target are the same token (id "
+                             f"{int(target_B[same[0]])}), so d = 0; give a different baseline")
     else:
         if baseline is not None:
             raise ValueError(f"metric 'logprob' reads no baseline, got baseline {baseline!r}; "
