@@ -68,7 +68,7 @@ def exact_effects(adapter, sae, layer: int, encoded, features: Sequence[Sequence
     out = [np.full(len(fs), np.nan) for fs in features]
     dtype = work_dtype(adapter, sae)
     W_dec_FD = sae.W_dec.detach().to(dtype)
-    B_, S, D = codes.shape
+    _, S, D = codes.shape
     for m0 in range(0, n_max, batch):
         m1 = min(m0 + batch, n_max)
         G = m1 - m0
