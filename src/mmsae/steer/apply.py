@@ -105,7 +105,6 @@ class _Plan:
         self.sets = {"image": torch.from_numpy(modality_BW == IMAGE), "text": text_BW}
         self.sets["prompt"] = self.sets["all"] = self.sets["image"] | text_BW
         self.sets["generated"] = torch.zeros(self.B, self.W, dtype=torch.bool)
-        self.special_BW = special_BW
         self.entries = self._bind(nested)
         self.special_ids = _special_ids(adapter)
         self.features = sorted({e.op.feature for e in self.entries if not isinstance(e.op, AddVector)})
@@ -117,7 +116,7 @@ class _Plan:
         if tuple(tokens.shape) != (self.B, self.W):
             raise ValueError(f"a tokens mask must cover the padded prompt: shape ({self.B}, {self.W}), got {tuple(tokens.shape)}")
         mask_BW = tokens.cpu()
-        return mask_BW if self.steer_special else mask_BW & ~self.special_BW
+        return mask_BW if self.steer_special else mask_BW & self.sets["prompt"]
 
     def _bind(self, nested: list[list]) -> list[_Entry]:
         shared = all(ops is nested[0] for ops in nested)
