@@ -48,6 +48,7 @@ CONFIG_COMMANDS: dict[str, str] = {
     "view": "mmsae.view.app:ViewConfig:run_view",
     "export neuronpedia": "mmsae.view.neuronpedia:ExportConfig:run_export",
     "attribute": "mmsae.attribute.run:AttributeConfig:run_attribute",
+    "steer": "mmsae.steer.run:SteerConfig:run_steer",
 }
 CONFIG_HELP = {
     "demo": "The whole pipeline on the embedded world: writes OUT/report.md, OUT/metrics.json and pictures.",
@@ -58,6 +59,7 @@ CONFIG_HELP = {
     "view": "A local web viewer of a feature index (127.0.0.1 by default).",
     "export neuronpedia": "The index's text side in Neuronpedia's batch JSONL layout.",
     "attribute": "Attribute a prompt's next-token score to SAE features, positions, modalities and image patches.",
+    "steer": "Answer one prompt unsteered and with SAE features clamped, added or scaled, side by side.",
 }
 GROUP_HELP = {"filter": "Score multimodal records with SAE-V features and keep the best.",
               "export": "Write the index in formats hosted viewers read."}

@@ -10,7 +10,8 @@ Under `generate` the first call (the prefill, `site.step == 0`) covers the whole
 each later call covers the new position(s) only, with `site.start` = how many columns came before.
 Every call is edited, the length-1 decoding steps included (SAELens' tutorial skips them, which
 leaves the generated tokens unsteered). The column count comes from the attention mask the model is
-called with (HF generate grows it by one column per step), so it is the same for every family.
+called with (HF generate grows it by one column per step), or, where generate passes none (an
+unpadded batch), from the KV cache's length, so it is the same for every family.
 """
 
 from __future__ import annotations
@@ -54,21 +55,23 @@ def intervene(adapter, layer: int, fn: Edit) -> Iterator[None]:
     """Within the block, the output of decoder block `layer` becomes fn(hidden_BSD, site) on every
     forward call of `adapter.model` (nestable; several layers: nest several)."""
     adapter.check_layer(layer)
-    state = {"total": None, "ids": None, "step": 0}
+    state = {"total": None, "cached": 0, "ids": None, "step": 0}
 
     def pre(_module, args, kwargs):
         mask = kwargs.get("attention_mask")
         state["total"] = int(mask.shape[-1]) if isinstance(mask, Tensor) and mask.dim() == 2 else None
         ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], Tensor) else None)
         state["ids"] = ids
-        cache = kwargs.get("past_key_values")
-        if state["total"] is None and cache is not None and _cached(cache) > 0:
-            raise ValueError("an intervention inside a cached forward needs the attention_mask to place the new positions")
+        # without a mask (HF generate drops an all-ones one, e.g. an unpadded batch) the columns that
+        # came before are the cache's length; transformers 5.2x names the cache `cache`, earlier
+        # releases `past_key_values`
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        state["cached"] = _cached(cache) if cache is not None else 0
 
     def hook(_module, _args, out):
         hidden_BSD = _hidden(out)
         S = hidden_BSD.shape[1]
-        start = (state["total"] - S) if state["total"] is not None else 0
+        start = (state["total"] - S) if state["total"] is not None else state["cached"]
         ids = state["ids"] if isinstance(state["ids"], Tensor) and state["ids"].shape[-1] == S else None
         site = Site(start, start + S, state["step"], ids)
         state["step"] += 1
