@@ -18,12 +18,14 @@ from .layer import DEMO_LAYER
 from .report import Report
 from .saev_stage import stage_saev
 from .stages import stage_harvest, stage_sae, stage_world, stage_zoo
+from .steer_stage import stage_steer
 
 STAGES = {"world": stage_world, "zoo": stage_zoo, "harvest": stage_harvest, "sae": stage_sae, "interp": stage_interp,
-          "saev": stage_saev, "finetune": stage_finetune}
-NEEDS = {"sae": ("harvest",), "interp": ("harvest", "sae"), "finetune": ("harvest", "sae")}  # they read these' outputs
+          "steer": stage_steer, "saev": stage_saev, "finetune": stage_finetune}
+# the stages these read the outputs of
+NEEDS = {"sae": ("harvest",), "interp": ("harvest", "sae"), "steer": ("harvest", "sae"), "finetune": ("harvest", "sae")}
 # saev and finetune are opt-in (`--stages ...,saev,finetune`) until they are timed within the 10-minute budget
-DEFAULT_STAGES = ("world", "zoo", "harvest", "sae", "interp")
+DEFAULT_STAGES = ("world", "zoo", "harvest", "sae", "interp", "steer")
 
 
 @dataclass
