@@ -1,4 +1,6 @@
-"""Explanations of SAE features by a larger LMM: prompts, backends (HTTP / local), strict parsing."""
+"""Explanations of SAE features by a larger LMM: prompts, strict parsing, the answers into the index.
+
+The chat backends (HTTP, local HF, the server) live in `mmsae.llm`."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image
 
-from .client import Completion, HTTPExplainer, HTTPExplainerConfig, LocalExplainer
 from .parse import Parsed, parse_answer
 from .prompt import PromptTemplate
 
@@ -42,5 +43,5 @@ def explain(features: list[int], image_sets: list[list[Image.Image]], backend, t
 
 from .run import ExplainConfig, run_explain  # noqa: E402  (run.py builds on explain() above)
 
-__all__ = ["explain", "Explanation", "PromptTemplate", "parse_answer", "HTTPExplainer", "HTTPExplainerConfig",
-           "LocalExplainer", "Completion", "ExplainConfig", "run_explain"]
+__all__ = ["explain", "Explanation", "PromptTemplate", "parse_answer", "ExplainConfig",
+           "run_explain"]

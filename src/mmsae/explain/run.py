@@ -23,9 +23,9 @@ from ..index.read import (
     require_features,
     top_features,
 )
+from ..llm import HTTPChat, HTTPChatConfig, LocalChat
 from ..viz.maps import masked_image
 from . import Explanation, explain
-from .client import HTTPExplainer, HTTPExplainerConfig, LocalExplainer
 from .prompt import PromptTemplate
 
 BACKENDS = ("http", "local")
@@ -103,7 +103,7 @@ def default_prompt(cfg: ExplainConfig) -> str:
 def make_backend(cfg: ExplainConfig):
     """The backend a config describes (HTTP client or local HF LMM)."""
     if cfg.backend == "http":
-        return HTTPExplainer(HTTPExplainerConfig(
+        return HTTPChat(HTTPChatConfig(
             cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, max_concurrency=cfg.concurrency,
             timeout_s=cfg.timeout_s, retries=cfg.retries, max_tokens=cfg.max_tokens,
             cache_dir=Path(cfg.index) / "explain-cache" if cfg.cache else None))
@@ -112,7 +112,7 @@ def make_backend(cfg: ExplainConfig):
         raise FileNotFoundError("no --model-path given and the zoo explainer is not installed")
     if not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"no Hugging Face model at {path} (config.json missing)")
-    return LocalExplainer(path, max_tokens=cfg.max_tokens)
+    return LocalChat(path, max_tokens=cfg.max_tokens)
 
 
 def select_features(con, cfg: ExplainConfig) -> list[int]:
