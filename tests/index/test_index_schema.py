@@ -53,8 +53,9 @@ def test_an_index_of_this_version_opens(index):
     con.close()
 
 
-@pytest.mark.parametrize("value, found", [("1", "schema version 1"), (str(SCHEMA_VERSION + 1), f"schema version {SCHEMA_VERSION + 1}"),
-                                          (None, "no schema version"), ('"two"', "no schema version")])
+@pytest.mark.parametrize("value, found", [
+    ("1", "schema version 1"), (str(SCHEMA_VERSION + 1), f"schema version {SCHEMA_VERSION + 1}"),
+    (None, "no schema version (built before"), ('"two"', 'schema version "two"')])
 def test_another_version_is_refused_with_what_to_do(index, value, found):
     _set_version(index, value)
     file = index / "index.duckdb"
@@ -68,7 +69,8 @@ def test_another_version_is_refused_with_what_to_do(index, value, found):
     with pytest.raises(ValueError, match="rebuild it with `mmsae index`"):
         write_crossmodal(index, np.zeros(4), np.zeros(4), np.zeros(4), {})
     con = duckdb.connect(str(file), read_only=True)
-    assert not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'crossmodal'").fetchone()[0]
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert "crossmodal" not in tables
     con.close()
 
 

@@ -13,7 +13,8 @@ from .parse import Parsed, parse_answer
 from .prompt import PromptTemplate
 
 
-def explain(features: list[int], image_sets: list[list[Image.Image]], backend, template: PromptTemplate) -> list[ExplanationRow]:
+def explain(features: list[int], image_sets: list[list[Image.Image]], backend,
+            template: PromptTemplate) -> list[ExplanationRow]:
     """Ask the backend for the common pattern of each feature's masked images; every answer is parsed
     strictly and failures are kept as failures, never as explanations. The rows are those of the index's
     explanations table (`mmsae.index.write_explanations` stores them)."""
@@ -23,11 +24,11 @@ def explain(features: list[int], image_sets: list[list[Image.Image]], backend, t
     out = []
     for f, c in zip(features, completions):
         p = parse_answer(c.text) if c.error is None else Parsed("failed", None, c.error)
-        out.append(ExplanationRow(f, p.status, p.explanation, c.text, p.reason, backend.name, template.version, time.time()))
+        out.append(ExplanationRow(f, p.status, p.explanation, c.text, p.reason, backend.name, template.version,
+                                  time.time()))
     return out
 
 
 from .run import ExplainConfig, run_explain  # noqa: E402  (run.py builds on explain() above)
 
-__all__ = ["explain", "PromptTemplate", "parse_answer", "ExplainConfig",
-           "run_explain"]
+__all__ = ["explain", "PromptTemplate", "parse_answer", "ExplainConfig", "run_explain"]

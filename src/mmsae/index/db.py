@@ -69,24 +69,31 @@ def has_table(con, name: str) -> bool:
                             [name]).fetchone()[0])
 
 
-def schema_version(con) -> int | None:
-    """The index's schema version, or None when it has none (an index from before versions, or no meta)."""
+def _version_value(con) -> str | None:
     if not has_table(con, "meta"):
         return None
     row = con.execute("SELECT value FROM meta WHERE key = ?", [VERSION_KEY]).fetchone()
+    return row[0] if row else None
+
+
+def schema_version(con) -> int | None:
+    """The index's schema version; None when it has none (an index from before versions, no meta table) or
+    one that is not an integer."""
     try:
-        return int(json.loads(row[0])) if row else None
+        return int(json.loads(_version_value(con)))
     except (TypeError, ValueError):
         return None
 
 
 def check_schema(con, file: Path) -> None:
     """ValueError naming the file, the version found and the one expected when they differ."""
-    found = schema_version(con)
-    if found != SCHEMA_VERSION:
-        what = "no schema version (built before versions were recorded)" if found is None else f"schema version {found}"
+    if schema_version(con) != SCHEMA_VERSION:
+        raw = _version_value(con)
+        what = ("no schema version (built before versions were recorded)" if raw is None
+                else f"schema version {raw}")
         raise ValueError(f"the feature index {file} has {what}; this mmsae reads schema version {SCHEMA_VERSION}: "
-                         f"rebuild it with `mmsae index` (then rerun explain and score on it)")
+                         f"rebuild it with `mmsae index` (remove {file.name} first, or use a new --out), then "
+                         f"rerun explain and score on it")
 
 
 @contextmanager
