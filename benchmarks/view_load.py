@@ -81,13 +81,13 @@ def main() -> None:
 
     import uvicorn
 
-    from mmsae.index.read import open_index
+    from mmsae.index.read import open_index, top_features
     from mmsae.view.app import ViewConfig, build_app
 
     with tempfile.TemporaryDirectory() as tmp:
         index = args.index or str(build_fixture_index(Path(tmp)))
         con = open_index(index)
-        features = [r[0] for r in con.execute("SELECT DISTINCT feature FROM examples ORDER BY feature").fetchall()]
+        features = [s.feature for s in top_features(con, min_fires=0, min_examples=1, order_by="feature")]
         con.close()
         if not features:
             raise SystemExit(f"the index at {index} has no feature with top images to browse")

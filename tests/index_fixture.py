@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsae.index import SCHEMA_VERSION
+
 SCHEMA = (
     "CREATE TABLE meta(key VARCHAR PRIMARY KEY, value VARCHAR)",
     "CREATE TABLE features(feature INTEGER PRIMARY KEY, n_fires BIGINT, n_image_fires BIGINT, n_text_fires BIGINT, "
@@ -45,6 +47,7 @@ def write_index(index_dir, *, meta: dict, features: list[tuple], samples: list[t
         for ddl in SCHEMA:
             if with_explanations or "explanations(" not in ddl:
                 con.execute(ddl)
+        meta = {"schema_version": SCHEMA_VERSION, **meta}  # a caller may write another version on purpose
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
         for table, rows in (("features", features), ("samples", samples), ("examples", examples),
                             ("images", images), ("image_patches", image_patches), ("patch_maps", patch_maps)):

@@ -16,8 +16,8 @@ from typer.testing import CliRunner  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from index_fixture import concept_feature, world_index  # noqa: E402
 
-from mmsae.explain import Completion, ExplainConfig, run_explain  # noqa: E402
-from mmsae.explain.prompt import from_data_url  # noqa: E402
+from mmsae.explain import ExplainConfig, run_explain  # noqa: E402
+from mmsae.llm import Completion, from_data_url  # noqa: E402
 from mmsae.viz import masked_image  # noqa: E402
 from mmsae.world import World  # noqa: E402
 
@@ -164,7 +164,7 @@ def test_selection_limits_and_bad_items(index, tmp_path):
 
 def test_end_to_end_with_the_zoo_explainer_served_over_http(tmp_path):
     from mmsae.cli import app
-    from mmsae.explain.server import make_server
+    from mmsae.llm import make_server
     from mmsae.zoo import model_dir
 
     concepts = {0: "red", 1: "grass", 2: "house"}

@@ -179,6 +179,12 @@ def test_stop_and_resume_gives_the_same_index(tmp_path, full_index, sae_dir):
     con.close()
     build_index(config(out, sae_dir))
     assert len(dump(out)["scores"]) == 1
+    # ...but one of another schema version is not handed back as if it were current
+    con = open_index(out, read_only=False)
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(ValueError, match="has schema version 1;.*remove index.duckdb first"):
+        build_index(config(out, sae_dir))
 
 
 KILL_SCRIPT = """

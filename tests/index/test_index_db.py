@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 from index_synthetic import F_STATE, IdentitySAE, brute_state, synthetic_records
 from PIL import Image
 
-from mmsae.index import feature_examples, open_index, read_meta, text_contexts, top_features
+from mmsae.index import SCHEMA_VERSION, feature_examples, open_index, read_meta, text_contexts, top_features
 from mmsae.index.build import ChunkBuffer
 from mmsae.index.db import chunk_file, render_contexts, write_index
 from mmsae.index.state import IMAGE_MARK, NO_TOKEN, IndexState
@@ -42,7 +42,7 @@ def test_written_index_reads_back_as_brute_force(tmp_path):
     write_index(tmp_path / "index.duckdb", {"n_latents": F_STATE}, state, state_dir, decode)
 
     con = open_index(tmp_path)
-    assert read_meta(con) == {"n_latents": F_STATE}
+    assert read_meta(con) == {"n_latents": F_STATE, "schema_version": SCHEMA_VERSION}
     by_index = {c.index: c for c in recs}
     for f in range(F_STATE):
         examples = feature_examples(con, f)

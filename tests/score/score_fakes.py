@@ -5,8 +5,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from mmsae.explain.client import Completion
-from mmsae.explain.prompt import from_data_url
+from mmsae.llm import Completion, from_data_url
 
 
 def image_bytes(image: Image.Image) -> bytes:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmsae.explain.client import Completion
+from mmsae.llm import Completion
 from mmsae.score import DetectionJudge, balanced_accuracy, detection_score
 from mmsae.score.detection import yes_no
 from mmsae.world import World
@@ -96,7 +96,7 @@ def test_unknown_template_is_named():
 
 def test_zoo_subject_as_inventory_judge_detects_an_ideal_colour_feature():
     """The default judge on the embedded world: the zoo subject asked its trained closed questions."""
-    from mmsae.explain.client import LocalExplainer
+    from mmsae.llm import LocalChat
     from mmsae.score.local_judge import BatchedLocalJudge
     from mmsae.world import WorldConfig
     from mmsae.zoo import model_dir
@@ -112,5 +112,5 @@ def test_zoo_subject_as_inventory_judge_detects_an_ideal_colour_feature():
     # batching does not change the answers of one-at-a-time generation
     chats = [judge._messages(s.pil, q) for s in pos[:2] for q in ("what is the background ?", "is there a blue star ?",
                                                                    "where is the star ?")]
-    one_by_one = LocalExplainer(model_dir("subject"), max_tokens=8).complete_many(chats)
+    one_by_one = LocalChat(model_dir("subject"), max_tokens=8).complete_many(chats)
     assert [c.text for c in judge.backend.complete_many(chats)] == [c.text for c in one_by_one]

@@ -68,7 +68,7 @@ def test_grounded_sam_names_missing_checkpoints(tmp_path, tiny_grounded_sam):
 
 
 def test_llm_phrases_fall_back_to_the_rule_and_say_why():
-    from mmsae.explain.client import Completion
+    from mmsae.llm import Completion
     from mmsae.score import llm_phrases
 
     class FakeLLM:

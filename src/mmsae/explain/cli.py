@@ -15,7 +15,7 @@ def serve_explainer_command(
 ) -> None:
     """Expose a local HF LMM as an OpenAI-compatible /v1/chat/completions endpoint."""
     from ..defaults import zoo_model_dir as model_dir
-    from .server import make_server
+    from ..llm import make_server
 
     path = model or model_dir("explainer")
     if not (Path(path) / "config.json").exists():

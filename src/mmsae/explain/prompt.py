@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from ..llm.messages import image_part
 
 PROMPTS = Path(__file__).parent / "prompts"
 
@@ -33,21 +33,7 @@ class PromptTemplate:
 
     def messages(self, images: list[Image.Image]) -> list[dict]:
         """OpenAI chat-completions messages: the images first, then the instruction."""
-        content = [{"type": "image_url", "image_url": {"url": to_data_url(im)}} for im in images]
+        content = [image_part(im) for im in images]
         content.append({"type": "text", "text": self.user})
         msgs = [{"role": "system", "content": self.system}] if self.system else []
         return msgs + [{"role": "user", "content": content}]
-
-
-def to_data_url(image: Image.Image) -> str:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def from_data_url(url: str) -> Image.Image:
-    """Decode a base64 data URL; remote URLs are refused (the server must never fetch from the network)."""
-    if not url.startswith("data:image/"):
-        raise ValueError("only base64 'data:image/...' URLs are accepted")
-    _, b64 = url.split(",", 1)
-    return Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB")

@@ -23,16 +23,15 @@ from ..index.read import (
     require_features,
     top_features,
 )
+from ..index.results import explained_features, explanation_counts
+from ..index.write import EXPLANATION_STATUSES, ExplanationRow, write_explanations
+from ..llm import HTTPChat, HTTPChatConfig, LocalChat
 from ..viz.maps import masked_image
-from . import Explanation, explain
-from .client import HTTPExplainer, HTTPExplainerConfig, LocalExplainer
+from . import explain
 from .prompt import PromptTemplate
 
 BACKENDS = ("http", "local")
-STATUSES = ("explained", "uninterpretable", "failed")
 ZOO_SERVED_NAME = "explainer"  # the name `mmsae serve-explainer` gives the zoo explainer by default
-EXPLANATIONS_DDL = ("CREATE TABLE IF NOT EXISTS explanations(feature INTEGER, status VARCHAR, explanation VARCHAR, "
-                    "raw VARCHAR, reason VARCHAR, model VARCHAR, prompt_version VARCHAR, created DOUBLE)")
 
 
 @dataclass
@@ -103,7 +102,7 @@ def default_prompt(cfg: ExplainConfig) -> str:
 def make_backend(cfg: ExplainConfig):
     """The backend a config describes (HTTP client or local HF LMM)."""
     if cfg.backend == "http":
-        return HTTPExplainer(HTTPExplainerConfig(
+        return HTTPChat(HTTPChatConfig(
             cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, max_concurrency=cfg.concurrency,
             timeout_s=cfg.timeout_s, retries=cfg.retries, max_tokens=cfg.max_tokens,
             cache_dir=Path(cfg.index) / "explain-cache" if cfg.cache else None))
@@ -112,7 +111,7 @@ def make_backend(cfg: ExplainConfig):
         raise FileNotFoundError("no --model-path given and the zoo explainer is not installed")
     if not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"no Hugging Face model at {path} (config.json missing)")
-    return LocalExplainer(path, max_tokens=cfg.max_tokens)
+    return LocalChat(path, max_tokens=cfg.max_tokens)
 
 
 def select_features(con, cfg: ExplainConfig) -> list[int]:
@@ -123,30 +122,6 @@ def select_features(con, cfg: ExplainConfig) -> list[int]:
         require_features(con, wanted)
         return wanted[: cfg.limit] if cfg.limit else wanted
     return [s.feature for s in top_features(con, min_fires=1, min_examples=1, order_by="frequency", limit=cfg.limit)]
-
-
-def _done(con, model: str, version: str, retry_failed: bool) -> set[int]:
-    sql = "SELECT DISTINCT feature FROM explanations WHERE model = ? AND prompt_version = ?"
-    if retry_failed:
-        sql += " AND status <> 'failed'"
-    return {r[0] for r in con.execute(sql, [model, version]).fetchall()}
-
-
-def _write(con, rows: list[Explanation]) -> None:
-    """Replace the rows of these features for this (model, prompt version), all or nothing."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for (model, version) in {(r.model, r.prompt_version) for r in rows}:
-            feats = [r.feature for r in rows if (r.model, r.prompt_version) == (model, version)]
-            con.execute("DELETE FROM explanations WHERE model = ? AND prompt_version = ? "
-                        "AND feature IN (SELECT unnest(?::INTEGER[]))", [model, version, feats])
-        con.executemany("INSERT INTO explanations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(r.feature, r.status, r.explanation, r.raw, r.reason, r.model, r.prompt_version, r.created)
-                         for r in rows])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def _shrink(image: Image.Image, max_side: int | None) -> Image.Image:
@@ -162,7 +137,7 @@ class _Chunk:
     def __init__(self, con, source, features: list[int], cfg: ExplainConfig, model: str, version: str):
         self.asked: list[int] = []
         self.image_sets: list[list[Image.Image]] = []
-        self.failed: list[Explanation] = []
+        self.failed: list[ExplanationRow] = []
         problems: dict[int, str] = {}
         tops = feature_examples_many(con, features, cfg.n_images, problems)
         for f in features:
@@ -181,10 +156,10 @@ class _Chunk:
                 self.image_sets.append(ims)
 
     def _fail(self, feature: int, reason: str, model: str, version: str) -> None:
-        self.failed.append(Explanation(feature, "failed", None, None, reason, model, version, time.time()))
+        self.failed.append(ExplanationRow(feature, "failed", None, None, reason, model, version, time.time()))
 
 
-def _ask(chunk: _Chunk, backend, template: PromptTemplate) -> tuple[list[Explanation], bool]:
+def _ask(chunk: _Chunk, backend, template: PromptTemplate) -> tuple[list[ExplanationRow], bool]:
     """The chunk's explanations, and whether every request failed at the backend (not at parsing)."""
     if not chunk.asked:
         return [], False
@@ -195,7 +170,7 @@ def _ask(chunk: _Chunk, backend, template: PromptTemplate) -> tuple[list[Explana
     except Exception as err:  # a backend that raises fails its chunk; the run goes on
         reason = f"backend: {type(err).__name__}: {err}"
         now = time.time()
-        return [Explanation(f, "failed", None, None, reason, backend.name, template.version, now)
+        return [ExplanationRow(f, "failed", None, None, reason, backend.name, template.version, now)
                 for f in chunk.asked], True
     all_failed = all(e.status == "failed" and e.raw is None for e in out)
     return out, all_failed
@@ -220,15 +195,14 @@ def run_explain(cfg: ExplainConfig, backend=None) -> dict:
     con = open_index(cfg.index, read_only=False)
     own_backend = backend is None
     t0 = time.perf_counter()
-    counts = dict.fromkeys(STATUSES, 0)
+    counts = dict.fromkeys(EXPLANATION_STATUSES, 0)
     stopped = None
     try:
-        con.execute(EXPLANATIONS_DDL)
         selected = select_features(con, cfg)
         source = index_source(read_meta(con), cfg.source)
         if own_backend:
             backend = make_backend(cfg)
-        done = _done(con, backend.name, template.version, cfg.retry_failed)
+        done = explained_features(con, backend.name, template.version, include_failed=not cfg.retry_failed)
         todo = [f for f in selected if f not in done]
         failed_in_a_row = 0
         with _progress(cfg.progress) as bar:
@@ -237,7 +211,7 @@ def run_explain(cfg: ExplainConfig, backend=None) -> dict:
                 chunk = _Chunk(con, source, todo[k : k + cfg.chunk_size], cfg, backend.name, template.version)
                 answers, backend_down = _ask(chunk, backend, template)
                 rows = chunk.failed + answers
-                _write(con, rows)
+                write_explanations(con, rows)
                 for r in rows:
                     counts[r.status] += 1
                 minutes = (time.perf_counter() - t0) / 60
@@ -248,8 +222,7 @@ def run_explain(cfg: ExplainConfig, backend=None) -> dict:
                     stopped = (f"{failed_in_a_row} chunks in a row failed on every request (last reason: "
                                f"{answers[-1].reason}); rerun with --retry-failed once the backend answers")
                     break
-        table = dict(con.execute("SELECT status, count(*) FROM explanations WHERE model = ? AND prompt_version = ? "
-                                 "GROUP BY status", [backend.name, template.version]).fetchall())
+        table = explanation_counts(con, backend.name, template.version)
     finally:
         con.close()
         if own_backend and backend is not None and hasattr(backend, "close"):
@@ -260,4 +233,4 @@ def run_explain(cfg: ExplainConfig, backend=None) -> dict:
             "selected": len(selected), "skipped": len(selected) - len(todo), "written": n, **counts,
             "stopped": stopped, "elapsed_s": round(elapsed, 3),
             "features_per_min": round(n / (elapsed / 60), 1) if elapsed > 0 and n else 0.0,
-            "table": {s: int(table.get(s, 0)) for s in STATUSES}}
+            "table": table}

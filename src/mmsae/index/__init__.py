@@ -9,14 +9,19 @@ tile), its top text-token contexts and its statistics, streamed in bounded memor
     many = feature_examples_many(con, [1, 2, 3], n=5)  # {feature: [Example]}, in two queries
     image = example_image(index_source(read_meta(con)), many[1][0])  # the original image, checked
 
-Everything that reads an index (explain, score, viz) reads it through these functions.
+    write_explanations(con, [ExplanationRow(...)])  # explain's rows; write_scores(con, [ScoreRow(...)])
+    sets = explanation_sets(con)  # and read_explanations, scored_keys, read_scores, score_values, ...
 
-Schema: see mmsae.index.db (the contract in the project notes, plus features.n_special_fires and
-images.n_patches).
+This package is the only owner of index.duckdb: everything that reads or writes an index (explain, score,
+view, pipeline) does it through these functions, and no module outside it runs SQL on the index.
+
+Schema: mmsae.index.db.TABLES (the contract in the project notes, plus features.n_special_fires and
+images.n_patches), versioned by meta's `schema_version` (db.SCHEMA_VERSION); open_index refuses an index
+of another version.
 """
 
 from .build import IndexConfig, build_index
-from .db import INDEX_FILE, SCHEMA
+from .db import INDEX_FILE, SCHEMA, SCHEMA_VERSION
 from .read import (
     Example,
     FeatureStats,
@@ -24,7 +29,11 @@ from .read import (
     example_image,
     feature_examples,
     feature_examples_many,
+    feature_ids,
+    feature_max_acts,
     feature_stats,
+    has_feature,
+    index_file,
     index_source,
     open_index,
     read_meta,
@@ -33,10 +42,43 @@ from .read import (
     text_contexts,
     top_features,
 )
+from .results import (
+    ExplanationSet,
+    ScoredExplanation,
+    best_explained,
+    explained_features,
+    explanation_counts,
+    explanation_sets,
+    read_explanations,
+    read_scores,
+    score_values,
+    scored_keys,
+)
+from .write import EXPLANATION_STATUSES, ExplanationRow, ScoreRow, write_explanations, write_scores
 
 __all__ = [
+    "EXPLANATION_STATUSES",
     "INDEX_FILE",
     "SCHEMA",
+    "SCHEMA_VERSION",
+    "ExplanationRow",
+    "ExplanationSet",
+    "ScoreRow",
+    "ScoredExplanation",
+    "best_explained",
+    "explained_features",
+    "explanation_counts",
+    "explanation_sets",
+    "read_explanations",
+    "read_scores",
+    "score_values",
+    "scored_keys",
+    "write_explanations",
+    "write_scores",
+    "feature_ids",
+    "feature_max_acts",
+    "has_feature",
+    "index_file",
     "Example",
     "FeatureStats",
     "IndexConfig",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .db import has_table
+
 # sort key -> (column of the list query, default direction); scores are the per-feature latest value
 SORTS = {
     "feature": ("feature", "ASC"), "frequency": ("frequency", "DESC"), "n_fires": ("n_fires", "DESC"),
@@ -24,11 +26,6 @@ SCORE_METRICS = ("iou", "clip", "detection_bacc")
 # each scored metric beside the random baselines it is read against (score.summary's pairs)
 BASELINES = {"iou": ("iou_random_images", "iou_random_expl", "iou_random"), "clip": ("clip_random",),
              "detection_bacc": ()}
-
-
-def has_table(con, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                            [name]).fetchone()[0])
 
 
 def _latest_explanations(con) -> str:

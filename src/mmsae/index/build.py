@@ -25,7 +25,8 @@ import torch
 from mmsae.io import JsonlAppender
 from mmsae.models.table import IMAGE
 
-from .db import CHUNK_SCHEMAS, FORMAT, INDEX_FILE, chunk_file, write_index
+from .db import CHUNK_SCHEMAS, INDEX_FILE, chunk_file, write_index
+from .read import open_index
 from .state import IndexState, image_key, key_problem, split_image_key
 
 CONFIG_FILE = "index.json"
@@ -197,6 +198,7 @@ def build_index(cfg: IndexConfig, on_chunk: Callable[[int, int], None] | None = 
     _check_resume(root, identity)
     final, state_dir = root / INDEX_FILE, root / STATE_DIR
     if final.exists():  # complete; explain/score may have added rows since, so never rebuild
+        open_index(final).close()  # ...but an index of another schema version is not returned as if it were fine
         shutil.rmtree(state_dir, ignore_errors=True)
         return final
     state_dir.mkdir(exist_ok=True)
@@ -230,7 +232,7 @@ def build_index(cfg: IndexConfig, on_chunk: Callable[[int, int], None] | None = 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     relpath = {f"{k}_relpath": os.path.relpath(Path(p).resolve(), root.resolve()) for k, p in (("model", cfg.model),
                                                                                                ("sae", cfg.sae))}
-    meta = {"format": FORMAT, "model": str(cfg.model), "model_fingerprint": identity["model_fingerprint"],
+    meta = {"model": str(cfg.model), "model_fingerprint": identity["model_fingerprint"],
             "sae": str(cfg.sae), "sae_fingerprint": identity["sae_fingerprint"], **relpath, "layer": layer,
             "data": cfg.data,
             "prompt": source.prompt, "max_pixels": cfg.max_image_pixels, "source": identity["source"], "top_n": cfg.top_n,

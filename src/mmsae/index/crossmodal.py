@@ -2,7 +2,7 @@
 meta row `crossmodal` (a JSON object: the parameters and counts of the run that wrote them).
 
 `weight` is NULL for a feature whose top-K tokens hold fewer than the minimum of text or image tokens.
-This module owns that table's DDL and SQL; `mmsae.saev.crossmodal` computes the weights."""
+This module owns that table's SQL (its DDL is in db.TABLES); `mmsae.saev.crossmodal` computes the weights."""
 
 from __future__ import annotations
 
@@ -11,47 +11,35 @@ from pathlib import Path
 
 import numpy as np
 
-from .db import INDEX_FILE
+from .db import create_tables, has_table, transaction
+from .read import open_index
 
 META_KEY = "crossmodal"
-DDL = ("CREATE TABLE IF NOT EXISTS crossmodal(feature INTEGER PRIMARY KEY, weight DOUBLE, n_text INTEGER, "
-       "n_image INTEGER)")
 NO_WEIGHTS = ("the index has no cross-modal weights; compute them with `mmsae crossmodal --index DIR` "
               "(mmsae.saev.crossmodal.run_crossmodal)")
-
-
-def _file(index: str | Path) -> Path:
-    path = Path(index)
-    return path / INDEX_FILE if path.is_dir() or path.suffix != ".duckdb" else path
 
 
 def write_crossmodal(index: str | Path, weight_F: np.ndarray, n_text_F: np.ndarray, n_image_F: np.ndarray,
                      meta: dict) -> None:
     """Replace the index's cross-modal table and meta row in one transaction (NaN weight -> NULL)."""
-    import duckdb
-
-    file = _file(index)
-    if not file.is_file():
-        raise FileNotFoundError(f"no feature index at {file} (build one with `mmsae index`)")
     w = np.asarray(weight_F, np.float64)
-    con = duckdb.connect(str(file))
+    con = open_index(index, read_only=False)
     try:
-        con.execute("BEGIN TRANSACTION")
-        con.execute(DDL)
-        con.execute("DELETE FROM crossmodal")
-        con.execute("INSERT INTO crossmodal SELECT unnest(?::INTEGER[]), unnest(?::DOUBLE[]), unnest(?::INTEGER[]), "
-                    "unnest(?::INTEGER[])", [list(range(len(w))), [None if np.isnan(x) else float(x) for x in w],
-                                            [int(x) for x in n_text_F], [int(x) for x in n_image_F]])
-        con.execute("DELETE FROM meta WHERE key = ?", [META_KEY])
-        con.execute("INSERT INTO meta VALUES (?, ?)", [META_KEY, json.dumps(meta, sort_keys=True)])
-        con.execute("COMMIT")
+        create_tables(con, "crossmodal")
+        with transaction(con):
+            con.execute("DELETE FROM crossmodal")
+            con.execute("INSERT INTO crossmodal SELECT unnest(?::INTEGER[]), unnest(?::DOUBLE[]), "
+                        "unnest(?::INTEGER[]), unnest(?::INTEGER[])",
+                        [list(range(len(w))), [None if np.isnan(x) else float(x) for x in w],
+                         [int(x) for x in n_text_F], [int(x) for x in n_image_F]])
+            con.execute("DELETE FROM meta WHERE key = ?", [META_KEY])
+            con.execute("INSERT INTO meta VALUES (?, ?)", [META_KEY, json.dumps(meta, sort_keys=True)])
     finally:
         con.close()
 
 
 def has_crossmodal(con) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'crossmodal'")
-                .fetchone()[0])
+    return has_table(con, "crossmodal")
 
 
 def crossmodal_meta(con) -> dict | None:

@@ -1,4 +1,5 @@
-"""The index's DuckDB file: schema and the one-shot write at the end of a build.
+"""The index's DuckDB file: the one declaration of its tables and schema version, and the one-shot write at
+the end of a build.
 
 Beyond the shared contract: `features.n_special_fires` (fires on BOS, separators, image newlines...;
 counted in n_fires and frequency but not in image_share), `images.n_patches` (image tokens of the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -19,26 +21,92 @@ import torch
 from .state import IMAGE_MARK, NO_TOKEN, IndexState, split_image_key, split_text_key
 
 INDEX_FILE = "index.duckdb"
-FORMAT = "mmsae-index/1"
+# Bumped on any change to the tables below; open_index refuses an index of another version. 1 was the
+# unversioned schema (meta.format "mmsae-index/1"), which had no schema_version row.
+SCHEMA_VERSION = 2
+VERSION_KEY = "schema_version"
 
-SCHEMA = """
-CREATE TABLE meta(key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE TABLE features(feature INTEGER PRIMARY KEY, n_fires BIGINT, n_image_fires BIGINT, n_text_fires BIGINT,
-    frequency DOUBLE, mean_act DOUBLE, max_act DOUBLE, image_share DOUBLE, n_special_fires BIGINT);
-CREATE TABLE samples(sample INTEGER PRIMARY KEY, sample_id VARCHAR, n_images INTEGER, text VARCHAR);
-CREATE TABLE examples(feature INTEGER, rank INTEGER, sample INTEGER, image_index INTEGER, max_act DOUBLE,
-    mean_act DOUBLE, score DOUBLE);
-CREATE TABLE images(sample INTEGER, image_index INTEGER, width INTEGER, height INTEGER, n_patches INTEGER);
-CREATE TABLE image_patches(sample INTEGER, image_index INTEGER, ord INTEGER, tile INTEGER, patch_row INTEGER,
-    patch_col INTEGER, x0 DOUBLE, y0 DOUBLE, x1 DOUBLE, y1 DOUBLE);
-CREATE TABLE patch_maps(feature INTEGER, rank INTEGER, ords INTEGER[], acts FLOAT[]);
-CREATE TABLE text_contexts(feature INTEGER, rank INTEGER, sample INTEGER, position INTEGER, token VARCHAR,
-    activation DOUBLE, context VARCHAR);
-CREATE TABLE explanations(feature INTEGER, status VARCHAR, explanation VARCHAR, raw VARCHAR, reason VARCHAR,
-    model VARCHAR, prompt_version VARCHAR, created DOUBLE);
-CREATE TABLE scores(feature INTEGER, metric VARCHAR, value DOUBLE, concept_class VARCHAR, details VARCHAR,
-    model VARCHAR, created DOUBLE);
-"""
+# The one declaration of every table of index.duckdb: name -> columns. `mmsae index` creates the build's
+# tables; explanations and scores are also created on first write (an index built by hand may lack them);
+# crossmodal is written by `mmsae crossmodal`.
+TABLES = {
+    "meta": "key VARCHAR PRIMARY KEY, value VARCHAR",
+    "features": "feature INTEGER PRIMARY KEY, n_fires BIGINT, n_image_fires BIGINT, n_text_fires BIGINT, "
+                "frequency DOUBLE, mean_act DOUBLE, max_act DOUBLE, image_share DOUBLE, n_special_fires BIGINT",
+    "samples": "sample INTEGER PRIMARY KEY, sample_id VARCHAR, n_images INTEGER, text VARCHAR",
+    "examples": "feature INTEGER, rank INTEGER, sample INTEGER, image_index INTEGER, max_act DOUBLE, "
+                "mean_act DOUBLE, score DOUBLE",
+    "images": "sample INTEGER, image_index INTEGER, width INTEGER, height INTEGER, n_patches INTEGER",
+    "image_patches": "sample INTEGER, image_index INTEGER, ord INTEGER, tile INTEGER, patch_row INTEGER, "
+                     "patch_col INTEGER, x0 DOUBLE, y0 DOUBLE, x1 DOUBLE, y1 DOUBLE",
+    "patch_maps": "feature INTEGER, rank INTEGER, ords INTEGER[], acts FLOAT[]",
+    "text_contexts": "feature INTEGER, rank INTEGER, sample INTEGER, position INTEGER, token VARCHAR, "
+                     "activation DOUBLE, context VARCHAR",
+    "explanations": "feature INTEGER, status VARCHAR, explanation VARCHAR, raw VARCHAR, reason VARCHAR, "
+                    "model VARCHAR, prompt_version VARCHAR, created DOUBLE",
+    "scores": "feature INTEGER, metric VARCHAR, value DOUBLE, concept_class VARCHAR, details VARCHAR, "
+              "model VARCHAR, created DOUBLE",
+    "crossmodal": "feature INTEGER PRIMARY KEY, weight DOUBLE, n_text INTEGER, n_image INTEGER",
+}
+BUILD_TABLES = ("meta", "features", "samples", "examples", "images", "image_patches", "patch_maps",
+                "text_contexts", "explanations", "scores")
+
+
+def ddl(table: str) -> str:
+    return f"CREATE TABLE IF NOT EXISTS {table}({TABLES[table]})"
+
+
+SCHEMA = "".join(f"{ddl(t)};\n" for t in BUILD_TABLES)
+
+
+def create_tables(con, *tables: str) -> None:
+    for t in tables:
+        con.execute(ddl(t))
+
+
+def has_table(con, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                            [name]).fetchone()[0])
+
+
+def _version_value(con) -> str | None:
+    if not has_table(con, "meta"):
+        return None
+    row = con.execute("SELECT value FROM meta WHERE key = ?", [VERSION_KEY]).fetchone()
+    return row[0] if row else None
+
+
+def schema_version(con) -> int | None:
+    """The index's schema version; None when it has none (an index from before versions, no meta table) or
+    one that is not an integer."""
+    try:
+        return int(json.loads(_version_value(con)))
+    except (TypeError, ValueError):
+        return None
+
+
+def check_schema(con, file: Path) -> None:
+    """ValueError naming the file, the version found and the one expected when they differ."""
+    if schema_version(con) != SCHEMA_VERSION:
+        raw = _version_value(con)
+        what = ("no schema version (built before versions were recorded)" if raw is None
+                else f"schema version {raw}")
+        raise ValueError(f"the feature index {file} has {what}; this mmsae reads schema version {SCHEMA_VERSION}: "
+                         f"rebuild it with `mmsae index` (remove {file.name} first, or use a new --out), then "
+                         f"rerun explain and score on it")
+
+
+@contextmanager
+def transaction(con):
+    """All or nothing: a write killed or failing midway leaves the index as it was."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
 
 # Per-chunk Parquet files (under the build's state dir) that the final write selects from.
 CHUNK_TABLES = ("samples", "images", "patches")
@@ -158,7 +226,8 @@ def write_index(path: Path, meta: dict, state: IndexState, state_dir: Path, batc
     path.unlink(missing_ok=True)
     con = duckdb.connect(str(path))
     try:
-        con.execute(SCHEMA)
+        create_tables(con, *BUILD_TABLES)
+        meta = {**meta, VERSION_KEY: SCHEMA_VERSION}
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v, sort_keys=True)) for k, v in
                                                             sorted(meta.items())])
         for table, arrow, order in (("features", features_table(state), "feature"),

@@ -1,4 +1,5 @@
-"""Typed readers over a feature index: the one place that reads index.duckdb for explain, score and viz.
+"""Typed readers over a feature index's features, top images and contexts (the explain and score stages'
+rows are read in results.py), and open_index, which checks the schema version.
 
 Feature statistics and selection, top images with their dense patch maps (one feature, or many in a
 few queries), text contexts, and the indexed data source with the checked original images.
@@ -16,20 +17,31 @@ import duckdb
 import numpy as np
 from PIL import Image
 
-from .db import INDEX_FILE
+from .db import INDEX_FILE, check_schema
 
 ORDERS = {"n_fires": "n_fires DESC", "max_act": "max_act DESC", "frequency": "frequency DESC",
           "mean_act": "mean_act DESC", "feature": "feature"}
 FEATURES_PER_QUERY = 1024  # feature_examples_many reads this many features per pair of queries
 
 
-def open_index(path: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """A connection to `<dir>/index.duckdb` (or to the file itself)."""
+def index_file(path: str | Path) -> Path:
+    """`<dir>/index.duckdb` for an index directory, or the file itself."""
     path = Path(path)
-    file = path / INDEX_FILE if path.is_dir() or path.suffix != ".duckdb" else path
+    return path / INDEX_FILE if path.is_dir() or path.suffix != ".duckdb" else path
+
+
+def open_index(path: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """A connection to `<dir>/index.duckdb` (or to the file itself), checked to be of this schema version."""
+    file = index_file(path)
     if not file.is_file():
         raise FileNotFoundError(f"no feature index at {file} (build one with `mmsae index`)")
-    return duckdb.connect(str(file), read_only=read_only)
+    con = duckdb.connect(str(file), read_only=read_only)
+    try:
+        check_schema(con, file)
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def read_meta(con: duckdb.DuckDBPyConnection) -> dict:
@@ -41,6 +53,21 @@ def read_meta(con: duckdb.DuckDBPyConnection) -> dict:
         except (TypeError, ValueError):
             out[key] = value
     return out
+
+
+def has_feature(con, feature: int) -> bool:
+    return bool(con.execute("SELECT count(*) FROM features WHERE feature = ?", [int(feature)]).fetchone()[0])
+
+
+def feature_ids(con, min_fires: int = 0) -> list[int]:
+    """The index's feature ids with at least `min_fires` fires, ascending."""
+    return [r[0] for r in con.execute("SELECT feature FROM features WHERE n_fires >= ? ORDER BY feature",
+                                      [int(min_fires)]).fetchall()]
+
+
+def feature_max_acts(con) -> dict[int, float]:
+    """feature -> its largest activation (0 for a dead feature)."""
+    return {f: float(m or 0.0) for f, m in con.execute("SELECT feature, max_act FROM features").fetchall()}
 
 
 def require_features(con, features) -> None:
@@ -294,44 +321,3 @@ def example_image(source, example) -> Image.Image:
         raise ValueError(f"{where} image {example.image_index} is {image.size[0]}x{image.size[1]} in the source "
                          f"but {example.width}x{example.height} in the index")
     return image
-
-
-# --- readers of the explain and score stages' rows (for mmsae.pipeline's tables) ---
-
-
-def _table_exists(con, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
-
-
-def score_values(con, metrics, features=None) -> dict[int, dict[str, float]]:
-    """feature -> {metric: value} of the stored scores of `metrics` (the latest row of each feature and
-    metric), for `features` only when given; features without any of those scores are left out."""
-    if not _table_exists(con, "scores"):
-        return {}
-    sql = """SELECT feature, metric, value FROM scores WHERE metric IN (SELECT unnest(?::VARCHAR[]))
-        QUALIFY row_number() OVER (PARTITION BY feature, metric ORDER BY created DESC) = 1 ORDER BY feature, metric"""
-    wanted = None if features is None else {int(f) for f in features}
-    out: dict[int, dict[str, float]] = {}
-    for f, metric, value in con.execute(sql, [list(metrics)]).fetchall():
-        if value is not None and (wanted is None or f in wanted):
-            out.setdefault(int(f), {})[metric] = float(value)
-    return out
-
-
-@dataclass
-class ScoredExplanation:
-    feature: int
-    explanation: str
-    value: float  # the score of `metric` in best_explained
-
-
-def best_explained(con, metric: str = "iou", limit: int = 3) -> list[ScoredExplanation]:
-    """The explained features with the best stored `metric` score, best first (ties by feature id)."""
-    if not (_table_exists(con, "scores") and _table_exists(con, "explanations")):
-        return []
-    rows = con.execute("""SELECT e.feature, e.explanation, s.value
-        FROM (SELECT * FROM explanations QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created DESC) = 1) e
-        JOIN (SELECT * FROM scores WHERE metric = ?
-              QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created DESC) = 1) s USING (feature)
-        WHERE e.status = 'explained' ORDER BY s.value DESC, e.feature LIMIT ?""", [metric, int(limit)]).fetchall()
-    return [ScoredExplanation(int(f), text, float(v)) for f, text, v in rows]

@@ -48,7 +48,7 @@ def _ratio(num: float | None, den: float | None) -> str:
 def per_feature(index_dir: Path, features: list[int]) -> dict[int, dict[str, float]]:
     """feature -> {metric: value} of the stored IoU / CLIP scores and their baselines."""
     from ..index import open_index
-    from ..index.read import score_values
+    from ..index.results import score_values
 
     con = open_index(index_dir)
     try:
@@ -82,7 +82,7 @@ def intervals(values: dict[int, dict[str, float]], oracle_F: dict[int, float]) -
 def feature_sheets(rep_out: Path, index_dir: Path, n: int) -> list[tuple[int, str, Path]]:
     """Contact sheets of the best-scoring explained features (by IoU)."""
     from ..index import open_index
-    from ..index.read import best_explained
+    from ..index.results import best_explained
     from ..viz import feature_sheet_from_index, save_png
 
     con = open_index(index_dir)

@@ -64,7 +64,7 @@ def stage_saev(rep, n_train: int = 300, n_text: int = 1200, n_eval: int = 80, st
 
     from mmsae.data import open_source
     from mmsae.defaults import default_model
-    from mmsae.index import IndexConfig, build_index, open_index
+    from mmsae.index import IndexConfig, build_index, open_index, text_contexts
     from mmsae.index.crossmodal import crossmodal_weights, top_crossmodal
     from mmsae.models import load_adapter
     from mmsae.saev.compare import compare, table, text_only_jsonl, train_sae
@@ -101,9 +101,7 @@ def stage_saev(rep, n_train: int = 300, n_text: int = 1200, n_eval: int = 80, st
     try:
         w_F = crossmodal_weights(con, saes["saev"].cfg.n_latents)
         top = top_crossmodal(con, 8)
-        contexts = {t["feature"]: [r[0] for r in con.execute(
-            "SELECT token FROM text_contexts WHERE feature = ? ORDER BY rank LIMIT 5", [t["feature"]]).fetchall()]
-            for t in top}
+        contexts = {t["feature"]: [c.token for c in text_contexts(con, t["feature"], 5)] for t in top}
     finally:
         con.close()
     w = w_F[~np.isnan(w_F)]

@@ -2,8 +2,8 @@
 of activating images (the feature's top images) and non-activating images (the feature is ~0 on them)
 activate the feature; the score is the balanced accuracy of those predictions.
 
-Backend-agnostic: the judge is any `complete_many` chat backend (mmsae.explain.client HTTPExplainer /
-LocalExplainer, or score.local_judge.BatchedLocalJudge) driven by a versioned template from score/prompts/:
+Backend-agnostic: the judge is any `complete_many` chat backend (mmsae.llm HTTPChat /
+LocalChat, or score.local_judge.BatchedLocalJudge) driven by a versioned template from score/prompts/:
 - mode "yes_no": one question per image naming the explanation ('does this image contain ... ?');
 - mode "inventory": for judges that only answer closed questions (the zoo subject), the template's
   questions list each whole image's concepts, and an image is predicted active when every concept the
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from PIL import Image
 
-from ..explain.prompt import to_data_url
+from ..llm import image_part
 from ..world.vocab import CONCEPT_CLASSES
 from .iou import entity_concepts
 from .stats import balanced_accuracy
@@ -72,8 +72,7 @@ class DetectionJudge:
 
     def _messages(self, image: Image.Image, text: str) -> list[dict]:
         system = self.template.get("system")
-        content = [{"type": "image_url", "image_url": {"url": to_data_url(_shrink(image, self.max_side))}},
-                   {"type": "text", "text": text}]
+        content = [image_part(_shrink(image, self.max_side)), {"type": "text", "text": text}]
         return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
 
     def predict(self, explanation: str, images: list[Image.Image], keys: list[Hashable] | None = None

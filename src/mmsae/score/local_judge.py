@@ -1,6 +1,6 @@
 """A local HF LMM as a `complete_many` backend that batches its chats (left padding, one generate call per
 batch). The detection judge asks many short questions of many images; one generate per question (the
-explain stage's LocalExplainer) was 8x slower with the same answers (zoo subject, CPU, inventories of 8
+llm.LocalChat the explain stage uses) was 8x slower with the same answers (zoo subject, CPU, inventories of 8
 world images: 27 s vs 3.4 s)."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..explain.client import Completion
-from ..explain.hf_chat import to_hf_messages
+from ..llm import Completion, to_hf_messages
 
 
 class BatchedLocalJudge:

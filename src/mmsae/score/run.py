@@ -12,7 +12,6 @@ explanation set) already stored, so a killed run resumes losing at most one chun
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -21,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..index.read import feature_examples_many, open_index, read_meta, resolve_paths
+from ..index import results
+from ..index.read import feature_examples_many, feature_ids, feature_max_acts, open_index, read_meta, resolve_paths
+from ..index.write import ScoreRow, write_scores
 from ..io import write_json
-from . import reader
 from .iou import (binarise, concept_groups, explanation_class, mean_iou, random_explanation_iou, random_region_iou,
                   region_mask)
 from .pool import build_pool
@@ -113,8 +113,8 @@ class _Others(Sequence):
         return self.texts[i + (i >= self.skip)]
 
 
-def choose_set(con, explainer: str | None, prompt_version: str | None) -> reader.ExplanationSet:
-    sets = reader.explanation_sets(con)
+def choose_set(con, explainer: str | None, prompt_version: str | None) -> results.ExplanationSet:
+    sets = results.explanation_sets(con)
     if not sets:
         raise ValueError("the index has no explanations: run `mmsae explain` first")
     ok = [s for s in sets if explainer in (None, s.model) and prompt_version in (None, s.prompt_version)]
@@ -131,15 +131,14 @@ def run_score(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
     cfg.validate()
     con = open_index(cfg.index, read_only=False)
     try:
-        con.execute(reader.SCORES_DDL)
         meta = resolve_paths(read_meta(con), cfg.index)
         exp_set = choose_set(con, cfg.explainer, cfg.prompt_version)
-        explanations = reader.read_explanations(con, exp_set.model, exp_set.prompt_version)
+        explanations = results.read_explanations(con, exp_set.model, exp_set.prompt_version)
         tally = Tally()
         todo = _select(con, cfg, explanations, tally)
         scorers = scorers or build_scorers(cfg, meta)
         models = {m: name for m, name in scorers.models().items() if cfg.random_images or m != "iou_random_images"}
-        done = reader.scored_keys(con)
+        done = results.scored_keys(con)
         plan = {f: [m for m in models if (f, m, models[m], exp_set.model, exp_set.prompt_version) not in done] for f in todo}
         tally.already_scored = [f for f in todo if not plan[f]]
         plan = {f: ms for f, ms in plan.items() if ms}
@@ -151,7 +150,7 @@ def run_score(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
         plan = {f: ms for f, ms in plan.items() if tops.get(f)}
         _prepare_pool(cfg, meta, plan, scorers, tally)
         _score_features(con, cfg, meta, exp_set, explanations, plan, tops, scorers, tally)
-        summary = summarise(reader.read_scores(con, exp_set.model, exp_set.prompt_version), models)
+        summary = summarise(results.read_scores(con, exp_set.model, exp_set.prompt_version), models)
     finally:
         con.close()
     counts = {k: v for k, v in asdict(tally).items() if k != "errors"}
@@ -165,7 +164,7 @@ def run_score(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
 
 def _select(con, cfg: ScoreConfig, explanations: dict, tally: Tally) -> list[int]:
     """The explained features to score; the rest are sorted into the tally with their reason."""
-    known = reader.feature_ids(con)
+    known = set(feature_ids(con))
     wanted = sorted(explanations) if cfg.features is None else list(dict.fromkeys(int(f) for f in cfg.features))
     tally.requested = len(wanted)
     todo = []
@@ -192,7 +191,7 @@ def _score_features(con, cfg, meta, exp_set, explanations, plan, tops, scorers: 
     texts = [explanations[f][1] for f in sorted(explanations) if explanations[f][0] == "explained" and explanations[f][1]]
     order = {f: i for i, f in enumerate(f for f in sorted(explanations)
                                         if explanations[f][0] == "explained" and explanations[f][1])}
-    max_acts = reader.feature_max_acts(con)
+    max_acts = feature_max_acts(con)
     base = {"explainer": exp_set.model, "prompt_version": exp_set.prompt_version}
     features = list(plan)
     models = scorers.models()
@@ -205,15 +204,12 @@ def _score_features(con, cfg, meta, exp_set, explanations, plan, tops, scorers: 
                 common = {**base, "explanation": text, "samples": [t.sample_id for t in tops[f]]}
                 new = _score_one(cfg, f, text, tops[f], plan[f], scorers, _Others(texts, order[f]),
                                  max_acts.get(f, 0.0), tally)
-                rows += [(f, m, v, cls, json.dumps({**common, **d}), models[m], time.time())
+                rows += [ScoreRow(f, m, v, cls, {**common, **d}, models[m], time.time())
                          for m, (v, d) in new.items()]
                 if new:
                     tally.scored.append(f)
                 advance()
-            if rows:
-                con.execute("BEGIN TRANSACTION")
-                con.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                con.execute("COMMIT")
+            write_scores(con, rows)
 
 
 def _rng(cfg: ScoreConfig, feature: int, metric: str) -> np.random.Generator:

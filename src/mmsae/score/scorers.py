@@ -151,9 +151,9 @@ def build_scorers(cfg, meta: dict) -> Scorers:
         if cfg.phrase_url or cfg.phrase_model:
             if not (cfg.phrase_url and cfg.phrase_model):
                 raise ValueError("an LLM phrase step needs both --phrase-url and --phrase-model")
-            from ..explain.client import HTTPExplainer, HTTPExplainerConfig
+            from ..llm import HTTPChat, HTTPChatConfig
 
-            scorers.phrase_backend = HTTPExplainer(HTTPExplainerConfig(cfg.phrase_url, cfg.phrase_model, max_tokens=16))
+            scorers.phrase_backend = HTTPChat(HTTPChatConfig(cfg.phrase_url, cfg.phrase_model, max_tokens=16))
     if cfg.clip:
         from .clip_score import ClipScorer
 
@@ -164,14 +164,14 @@ def build_scorers(cfg, meta: dict) -> Scorers:
 
 
 def build_judge(cfg, world: bool) -> DetectionJudge:
-    from ..explain.client import HTTPExplainer, HTTPExplainerConfig
+    from ..llm import HTTPChat, HTTPChatConfig
     from ..defaults import zoo_model_dir as model_dir
     from .local_judge import BatchedLocalJudge
 
     if cfg.judge_url:
         if not cfg.judge_name:
             raise ValueError("a judge server (--explainer-url) needs the model name it serves (--explainer-name)")
-        backend = HTTPExplainer(HTTPExplainerConfig(cfg.judge_url, cfg.judge_name, max_tokens=8))
+        backend = HTTPChat(HTTPChatConfig(cfg.judge_url, cfg.judge_name, max_tokens=8))
         path = None
     else:
         if cfg.judge_model is None and not world:

@@ -16,6 +16,7 @@ from ..index.read import (
     example_image,
     feature_examples,
     feature_stats,
+    has_feature,
     index_source,
     open_index,
     read_meta,
@@ -81,7 +82,7 @@ class IndexView:
 
     def feature(self, feature: int, n_images: int = 12, n_contexts: int = 20) -> dict:
         with self.cursor() as con:
-            if not con.execute("SELECT count(*) FROM features WHERE feature = ?", [int(feature)]).fetchone()[0]:
+            if not has_feature(con, feature):
                 raise NotFound(f"feature {feature} is not in the index (it has {browse.n_features(con)} features)")
             stats = feature_stats(con, feature)
             examples = feature_examples(con, feature, n_images)
@@ -115,10 +116,9 @@ class IndexView:
             from ..viz import heatmap_overlay, masked_image
 
             with self.cursor() as con:
-                examples = feature_examples(con, feature)
-                stats = con.execute("SELECT max_act FROM features WHERE feature = ?", [int(feature)]).fetchone()
+                examples = feature_examples(con, feature)  # [] for a feature the index does not have
             match = [e for e in examples if e.rank == rank]
-            if not match or stats is None:
+            if not match:
                 raise NotFound(f"feature {feature} has no top image of rank {rank}")
             ex = match[0]
             image = self.original(ex)

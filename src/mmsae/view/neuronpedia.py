@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..index import browse
-from ..index.read import open_index, read_meta
+from ..index.read import feature_ids, open_index, read_meta
 from ..io import atomic_dir, write_config
 
 
@@ -83,8 +83,7 @@ def _gz_jsonl(path: Path, rows: list[dict]) -> None:
 def run_export(cfg: ExportConfig) -> dict:
     with closing(open_index(cfg.index)) as con:
         meta = read_meta(con)
-        features = [r[0] for r in con.execute("SELECT feature FROM features WHERE n_fires >= ? ORDER BY feature",
-                                              [int(cfg.min_fires)]).fetchall()]
+        features = feature_ids(con, min_fires=cfg.min_fires)
         model_id = cfg.model_id or Path(str(meta.get("model") or "mmsae-model")).name
         layer = meta.get("layer", 0)
         source_id = f"{layer}-{cfg.source_set}"

@@ -1,4 +1,4 @@
-"""`mmsae serve-explainer`: a local HF LMM behind an OpenAI-compatible /v1/chat/completions endpoint."""
+"""A local HF LMM behind an OpenAI-compatible /v1/chat/completions endpoint (what `mmsae serve-explainer` runs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Explainer backends: any OpenAI-compatible server over HTTP, or a local HF LMM in-process.
+"""Chat backends: any OpenAI-compatible server over HTTP, or a local HF LMM in-process.
 
 Both answer a batch of chats with `complete_many` and never raise for one bad item: each completion
 carries its text or its error, so a run goes on and failures are recorded.
@@ -28,7 +28,7 @@ class Completion:
 
 
 @dataclass(frozen=True)
-class HTTPExplainerConfig:
+class HTTPChatConfig:
     base_url: str  # e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang, Ollama, OpenAI)
     model: str
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable and never logged
@@ -41,8 +41,8 @@ class HTTPExplainerConfig:
     cache_dir: Path | None = None
 
 
-class HTTPExplainer:
-    def __init__(self, cfg: HTTPExplainerConfig):
+class HTTPChat:
+    def __init__(self, cfg: HTTPChatConfig):
         self.cfg = cfg
         self.name = cfg.model
         key = os.environ.get(cfg.api_key_env)
@@ -94,7 +94,7 @@ def _error_message(resp: httpx.Response) -> str:
         return resp.text[:300]
 
 
-class LocalExplainer:
+class LocalChat:
     """A local HF LMM run in-process with `generate`."""
 
     def __init__(self, model_path: str | Path, max_tokens: int = 32):

@@ -1,5 +1,5 @@
-"""Run a local Hugging Face LMM on OpenAI-style chat messages (the engine behind the local backend and
-`mmsae serve-explainer`)."""
+"""Run a local Hugging Face LMM on OpenAI-style chat messages (the engine behind LocalChat and
+the chat server of `mmsae serve-explainer`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .prompt import from_data_url
+from .messages import from_data_url
 
 
 def to_hf_messages(messages: list[dict]) -> tuple[list[dict], list]:
