@@ -58,7 +58,9 @@ def model_and_sae(tmp_path_factory):
     from mmsae.sae import SAE, SAEConfig
 
     root = tmp_path_factory.mktemp("model")
-    model = build_llava(root / "llava", image_size=32, patch=8)
+    # 6 blocks: the index's layer 3 is then a middle one, so image tokens reach the read-out through the
+    # blocks above it (at the last block only the read position does, and attribution to patches is 0)
+    model = build_llava(root / "llava", image_size=32, patch=8, layers=6)
     torch.manual_seed(0)
     sae = SAE.from_config(SAEConfig(kind="topk", d_in=32, n_latents=16, k=4))
     sae.save_pretrained(root / "sae")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,12 @@ class ModelRunner:
             self._sae = SAE.from_pretrained(str(self.sae_path), device=device).eval()
             self._adapter = load_adapter(str(self.model_path), device=device)
         return self._adapter, self._sae
+
+    @contextmanager
+    def loaded(self):
+        """(adapter, sae), loaded on first use, held under the model lock: one job on the model at a time."""
+        with self._lock:
+            yield self._load()
 
     def analyze(self, image, prompt: str) -> dict:
         """Tokens of `prompt` with the image: text, modality, pixel box and the top features on each."""

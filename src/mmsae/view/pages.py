@@ -1,9 +1,8 @@
 """The viewer's routes: the feature list, feature pages, rendered images by id, the image page and its
-model endpoint, the vendored assets, and errors as a page or JSON (never a traceback)."""
+model endpoint, the steering playground (playground.py), the vendored assets, and errors as a page or JSON (never a traceback)."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 from pathlib import Path
@@ -18,19 +17,20 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from ..index import browse
-from .data import VIEWS, IndexView, NotFound, png
+from .data import VIEWS, IndexView, NotFound
+from .forms import PROMPT_LIMIT, read_image
 from .model import Busy, JobGate, ModelRunner, ModelUnavailable, Neighbours
-from .security import TOKEN_COOKIE, HostCheck, UploadError, decode_upload, token_ok
+from .playground import playground_routes
+from .security import TOKEN_COOKIE, TOKEN_NEEDED, HostCheck, token_ok
 
 log = logging.getLogger("mmsae.view")
 HERE = Path(__file__).parent
 # The assets, read once at start-up by name: a request never names a path on disk.
-ASSETS = {name: (HERE / "static" / name).read_bytes() for name in ("view.js", "view.css")}
+ASSETS = {name: (HERE / "static" / name).read_bytes() for name in ("view.js", "playground.js", "view.css")}
 ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 PNG_HEADERS = {"cache-control": "private, max-age=3600", "x-content-type-options": "nosniff"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-PROMPT_LIMIT = 2000
 
 
 def _env() -> Environment:
@@ -140,8 +140,7 @@ def make_app(cfg, token: str, allowed_hosts: tuple[str, ...]) -> Starlette:
 
     async def analyze(request: Request):
         if not token_ok(request, token):
-            return JSONResponse({"error": "this endpoint runs the model and needs the launch token: open the URL "
-                                          "that `mmsae view` printed at start-up"}, status_code=403)
+            return JSONResponse({"error": TOKEN_NEEDED}, status_code=403)
         why = runner.available()
         if why:
             return JSONResponse({"error": why}, status_code=503)
@@ -151,19 +150,7 @@ def make_app(cfg, token: str, allowed_hosts: tuple[str, ...]) -> Starlette:
                                 status_code=413)
         form = await request.form(max_files=1, max_fields=8, max_part_size=cfg.max_upload_bytes + 1)
         prompt = str(form.get("prompt") or meta.get("prompt") or "<image>")[:PROMPT_LIMIT]
-        upload = form.get("image")
-        if upload is not None and not isinstance(upload, str):
-            image = decode_upload(await upload.read(), cfg.max_upload_bytes, cfg.max_upload_pixels)
-            shown = "data:image/png;base64," + base64.b64encode(png(image)).decode()
-        elif form.get("sample") not in (None, ""):
-            try:
-                sample, image_index = (int(v) for v in str(form["sample"]).split(":", 1))
-            except ValueError:
-                raise UploadError("sample must be 'record:image_index', e.g. '3:0'") from None
-            image = await _threaded(view.record_image, sample, image_index)
-            shown = f"/record/{sample}/{image_index}.png"
-        else:
-            raise UploadError("send an image file (field 'image') or an indexed image (field 'sample')")
+        image, shown = await read_image(form, view, cfg)
         if "{caption}" in prompt or "{text}" in prompt:
             prompt = prompt.replace("{caption}", "").replace("{text}", "")
         result = await gate.run(runner.analyze, image, prompt)
@@ -201,6 +188,7 @@ def make_app(cfg, token: str, allowed_hosts: tuple[str, ...]) -> Starlette:
         Route("/record/{sample:int}/{image_index:int}.png", record_png),
         Route("/static/{name}", asset), Route("/image", image_page),
         Route("/api/analyze", analyze, methods=["POST"]),
+        *playground_routes(cfg, token, view, runner, gate, page, with_token_cookie),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(HostCheck, allowed=allowed_hosts)],
                     exception_handlers={HTTPException: on_http, NotFound: on_not_found, ValueError: on_bad,
@@ -209,6 +197,7 @@ def make_app(cfg, token: str, allowed_hosts: tuple[str, ...]) -> Starlette:
     app.state.token = token
     app.state.view = view
     app.state.gate = gate
+    app.state.runner = runner
     return app
 
 
@@ -219,8 +208,3 @@ def _lifespan(view):
         view.close()
     return lifespan
 
-
-async def _threaded(fn, *args):
-    import anyio.to_thread
-
-    return await anyio.to_thread.run_sync(fn, *args)

@@ -15,6 +15,8 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 TOKEN_COOKIE = "mmsae_token"
 TOKEN_HEADER = "x-mmsae-token"
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
+TOKEN_NEEDED = ("this endpoint runs the model and needs the launch token: open the URL that `mmsae view` "
+                "printed at start-up")
 
 
 class UploadError(ValueError):
