@@ -145,3 +145,61 @@ def test_image_page_without_the_token_says_so(page, server):
     page.click("#run")
     page.wait_for_selector("#status.error")
     assert "launch token" in page.inner_text("#status")
+
+
+def _steer(page, **fields):
+    for name, value in fields.items():
+        if name in ("mode", "tokens", "sample"):
+            page.select_option(f"#{name}", value)
+        else:
+            page.fill(f"#{name}", value)
+    page.evaluate("document.getElementById('steer-status').textContent = ''")
+    page.click("#run-steer")
+    page.wait_for_function("document.getElementById('steer-status').textContent.match(/^(layer|error)/)")
+    return page.inner_text("#steer-status")
+
+
+def test_playground_steers_side_by_side_and_attributes_a_token(page, server, tmp_path):
+    page.goto(server + f"/steer?token={TOKEN}")
+    page.goto(server + "/feature/5")
+    page.click("#steer-link")  # "steer this feature", prefilled
+    page.wait_for_url("**/steer?feature=5*")
+    assert page.input_value("#features") == "5" and page.input_value("#mode") == "clamp"
+    page.fill("#prompt", "<image> what colour is the star")
+
+    status = _steer(page, features="99")
+    assert "feature 99 is out of range" in status and "0..15" in status
+    assert "error" in page.get_attribute("#steer-status", "class")
+
+    _steer(page, features="5, 3", mode="add", value="0")
+    assert page.locator("#out-unsteered .gen").count() >= 1
+    assert page.inner_text("#out-unsteered") == page.inner_text("#out-steered")
+    assert page.inner_text("#same") == "the two answers are identical"
+
+    assert _steer(page, features="3", value="8").startswith("layer 3: add #3 8 on all")
+    assert page.inner_text("#out-unsteered") != page.inner_text("#out-steered")
+    assert page.inner_text("#same") == "the answers differ"
+
+    page.click("#out-steered .gen >> nth=1")  # attribute the steered answer's second token, read there
+    assert page.input_value("#target") == page.inner_text("#out-steered .gen >> nth=1")
+    assert page.input_value("#prefix") == page.inner_text("#out-steered .gen >> nth=0")
+    page.fill("#target", "red")
+    page.fill("#baseline", "blue")
+    page.fill("#prefix", "")
+    page.click("#run-attr")
+    page.wait_for_selector("#shares tr[data-share=image]")
+    shares = {k: page.inner_text(f"#shares tr[data-share={k}] td.num") for k in ("text", "image", "special", "error")}
+    assert abs(sum(float(v.rstrip("%")) for v in shares.values()) - 100) < 0.5 and shares["image"] != "0.0%"
+    assert "d = logit(red) − logit(blue)" in page.inner_text("#attr-value")
+    links = page.locator("#attr-features a.attr-feature")
+    assert links.count() >= 5 and links.first.get_attribute("href").startswith("/feature/")
+    page.wait_for_function("document.getElementById('heatmap').complete && "
+                           "document.getElementById('heatmap').naturalWidth == 64")
+    shot(page, tmp_path, "playground")
+
+
+def test_playground_without_the_token_says_so(page, server):
+    page.goto(server + "/steer?feature=3")
+    assert "launch token" in page.inner_text("#no-token")
+    status = _steer(page)
+    assert status.startswith("error") and "launch token" in status

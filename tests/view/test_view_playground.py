@@ -72,7 +72,7 @@ def test_attribution_gives_shares_top_features_and_a_heatmap(client, app):
     assert len(features) == 12 and sizes == sorted(sizes, reverse=True)
     named = {f["feature"]: f["explanation"] for f in features}
     assert -1 in named and named[-1] is None  # the error term, which has no page
-    assert named.get(5, "a diagonal line") == "a diagonal line" and named.get(7, SCRIPT) == SCRIPT
+    assert named[5] == "a diagonal line" and named[7] == SCRIPT  # labels from the index
     head, data = body["heatmap"].split(",", 1)
     assert head == "data:image/png;base64"
     heat = Image.open(io.BytesIO(base64.b64decode(data)))

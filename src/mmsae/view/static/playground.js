@@ -41,8 +41,6 @@ function showAnswer(box, answer) {
       document.getElementById("prefix").value = t.prefix;
       for (const g of document.querySelectorAll(".gen.on")) g.classList.remove("on");
       s.classList.add("on");
-      document.getElementById("attr-where").textContent =
-        t.prefix ? `read after the prompt + ${JSON.stringify(t.prefix)}` : "read after the prompt";
     });
     box.appendChild(s);
   }
