@@ -95,6 +95,12 @@ def test_the_model_endpoints_need_the_launch_token(client):
             assert r.status_code == 403 and "launch token" in r.json()["error"]
 
 
+def test_a_cross_origin_request_is_refused_even_with_the_token(client):
+    for call in (steer, attribute):
+        r = call(client, headers={**H, "origin": "http://evil.example"})
+        assert r.status_code == 400 and "invalid origin" in r.json()["error"]
+
+
 @pytest.mark.parametrize("fields, message", [
     (dict(features="99"), "feature 99 is out of range: the SAE has 16 latents, valid features are 0..15"),
     (dict(features="-2"), "feature -2 is out of range: valid features are >= 0"),
@@ -108,6 +114,7 @@ def test_the_model_endpoints_need_the_launch_token(client):
     (dict(tokens="some"), "tokens must be one of image, text, prompt, generated, all, got 'some'"),
     (dict(value="nan"), "value must be a finite number, got 'nan'"),
     (dict(value="lots"), "value must be a number, got 'lots'"),
+    (dict(value="1e9"), "value must be in -10000..10000, got 1e+09"),
     (dict(sample="", prompt="what colour", tokens="image"), "tokens='image' selects no token of the batch "
                                                            "(it has 0 image and 2 text tokens)"),
     (dict(sample="99:0"), "image 0 of record 99 is not in the index"),
@@ -139,3 +146,17 @@ def test_the_playground_page_is_linked_and_prefilled(client):
     assert 'id="steer-link" href="/steer?feature=3&amp;mode=clamp&amp;value=' in feature
     hostile = client.get('/steer?feature="><script>x</script>').text
     assert "<script>x</script>" not in hostile and "&#34;&gt;&lt;script&gt;" in hostile
+
+
+def test_the_playground_says_when_no_model_can_run(index_dir, tmp_path):
+    from starlette.testclient import TestClient
+
+    from mmsae.view.app import ViewConfig, build_app
+
+    app = build_app(ViewConfig(index=str(index_dir), model=str(tmp_path / "gone"), sae=str(tmp_path / "gone"),
+                               token=TOKEN))
+    with TestClient(app, base_url="http://localhost") as c:
+        assert "The model cannot run" in c.get("/steer").text
+        for call in (steer, attribute):
+            r = call(c)
+            assert r.status_code == 503 and "does not exist" in r.json()["error"]

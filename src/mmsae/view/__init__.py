@@ -1,5 +1,6 @@
 """`mmsae view`: a local web viewer over a feature index (feature list, feature pages with image heatmaps and
-text contexts, an image page that runs the model and SAE), and the Neuronpedia export.
+text contexts, an image page that runs the model and SAE, a steering playground with attribution), and the
+Neuronpedia export.
 
     from mmsae.view.app import ViewConfig, run_view
     from mmsae.view.neuronpedia import ExportConfig, run_export

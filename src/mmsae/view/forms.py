@@ -12,6 +12,7 @@ from .security import UploadError, decode_upload
 PROMPT_LIMIT = 2000
 MAX_FEATURES = 8  # steered at once: each adds a decoder row per steered token, and the page shows each one
 MAX_NEW_TOKENS = 64  # per generation: both answers are generated under the one model lock
+MAX_VALUE = 1e4  # |value|: far past any code an SAE produces; beyond it the residual stream overflows to inf
 MODES = ("clamp", "add", "scale")
 TOKEN_SETS = ("image", "text", "prompt", "generated", "all")
 
@@ -105,6 +106,8 @@ def parse_number(form, name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {str(raw)[:40]!r}") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {str(raw)[:40]!r}")
+    if abs(value) > MAX_VALUE:
+        raise ValueError(f"{name} must be in -{MAX_VALUE:g}..{MAX_VALUE:g}, got {value:g}")
     return value
 
 
