@@ -80,3 +80,19 @@ def test_the_demo_indexes_stay_usable(demo_out):
         con.close()
         assert Path(meta["model"]).is_dir() and Path(meta["sae"]).is_dir() and str(demo_out.resolve()) in meta["sae"]
 
+
+
+def test_the_hallucination_study(demo_out):
+    m = json.loads((demo_out / "metrics.json").read_text())
+    report = (demo_out / "report.md").read_text()
+    for key in ("steer.fixed_rate", "steer.accuracy_drop", "steer.random_fixed_rate", "steer.diffmeans_fixed_rate",
+                "steer.cases_heldout", "attribute.text_share_hallucinated", "attribute.text_share_correct",
+                "attribute.exact_pearson_top50"):
+        assert key in m, key
+    assert m["steer.cases_heldout"] >= 30
+    # the chosen SAE steering beats random features of the same number under the same intervention, and the
+    # linear attribution tracks the exact effect of zeroing a feature (measured 0.88-0.95 over three seeds)
+    assert m["steer.fixed_rate"] > m["steer.random_fixed_rate"] + 0.2
+    assert m["attribute.exact_pearson_top50"] > 0.7
+    assert m["steer.control_yes_kept"] > 0.8  # it does not just teach the subject to say "no"
+    assert "steer_attribution.png" in report and "held out" in report
