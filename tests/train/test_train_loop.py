@@ -181,3 +181,23 @@ def test_run_records_the_resolved_selection_dtype_in_config_json(tmp_path):
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["selection_dtype"] == summary["selection"]["dtype"]
     assert resolved["selection_dtype"] in ("bfloat16", "int8", "float32")
+
+
+def test_a_resumed_auto_run_keeps_its_selection_and_int8_margin_whatever_a_new_probe_says(tmp_path, monkeypatch):
+    import mmsae.train.loop as loop
+
+    acts = 7.0 * synthetic_acts()
+    monkeypatch.setattr(loop, "bf16_is_fast", lambda device: False)
+    monkeypatch.setattr(loop, "int8_speedup", lambda *a: 2.0)
+    first = Trainer(_cfg(steps=4, plots=False), TensorBatches(acts, 64), tmp_path)
+    first.fit()
+    assert first.selection["dtype"] == "int8"
+    first_margin = first.sae.int8_margin
+    monkeypatch.setattr(loop, "int8_speedup", lambda *a: 1.0)  # a new probe would now pick float32
+    again = Trainer(_cfg(steps=6, plots=False), TensorBatches(acts, 64), tmp_path)
+    again.fit()
+    assert again.step == 6 and again.selection["dtype"] == "int8" and again.selection["reason"].startswith("resumed")
+    assert again.sae.int8_margin >= first_margin
+    explicit = Trainer(_cfg(steps=8, plots=False, selection_dtype="float32"), TensorBatches(acts, 64), tmp_path)
+    explicit.fit()  # a configured dtype is obeyed on resume
+    assert explicit.selection == {"dtype": "float32", "reason": "configured"}

@@ -81,12 +81,20 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
 
     # -- setup ------------------------------------------------------------------------------------
-    def _build(self, sae_cfg: SAEConfig) -> None:
+    def _build(self, sae_cfg: SAEConfig, resumed: dict[str, Any] | None = None) -> None:
         torch.manual_seed(self.cfg.seed)
         self.sae = SAE.from_config(sae_cfg).to(self.device).train()
         self.selection = None
         if hasattr(self.sae, "selection_dtype"):
-            self.selection = choose_selection(self.cfg.selection_dtype, self.sae, self.device)
+            if resumed is not None and self.cfg.selection_dtype == "auto":
+                # the killed run's choice, not a new probe's (which could land on the other side of
+                # the threshold): a resumed run computes what the uninterrupted one would have
+                why = resumed["reason"] if resumed["reason"].startswith("resumed") else f"resumed; {resumed['reason']}"
+                self.selection = {**resumed, "reason": why}
+            else:
+                # every rank takes rank 0's choice: replicas must run the same arithmetic
+                self.selection = self.dist.gather_objects(choose_selection(self.cfg.selection_dtype, self.sae,
+                                                                           self.device))[0]
             self.sae.selection_dtype = getattr(torch, self.selection["dtype"])
             log.info("selection product in %s (%s)", self.selection["dtype"], self.selection["reason"])
         self.params = [p for p in self.sae.parameters() if p.requires_grad]
@@ -221,6 +229,7 @@ class Trainer:
             "tracker": self.tracker.state_dict(), "rng": rng_state(), "data": data_states,
             "step": self.step, "tokens": self.tokens, "bad_batches": self.bad_batches,
             "norm_scale": self.norm_scale, "history": self.history, "world_size": self.dist.world_size,
+            "selection": self.selection, "int8_margin": getattr(self.sae, "int8_margin", None),
         })
         self.dist.barrier()
 
@@ -231,8 +240,10 @@ class Trainer:
             raise TrainingError(f"{self.out_dir} holds a checkpoint of a different run {diffs}; use another --out")
         if ckpt["world_size"] != self.dist.world_size:
             raise TrainingError(f"checkpoint was written by {ckpt['world_size']} ranks, this run has {self.dist.world_size}")
-        self._build(SAEConfig.from_dict(ckpt["sae_config"]))
+        self._build(SAEConfig.from_dict(ckpt["sae_config"]), resumed=ckpt.get("selection"))
         self.sae.load_state_dict(ckpt["sae"])
+        if ckpt.get("int8_margin") is not None:  # int8's widened margin: the same candidates as before the kill
+            self.sae.int8_margin = ckpt["int8_margin"]
         self.opt.load_state_dict(ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["scheduler"])
         self.tracker.load_state_dict(ckpt["tracker"])
