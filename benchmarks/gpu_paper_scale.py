@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -328,12 +329,17 @@ def main() -> None:
         except ImportError as e:
             report[f"train.skipped.{impl}"] = f"not installed: {e}"
             continue
+        except Exception as e:  # noqa: BLE001 - one peer's API drift must not cost the other parts
+            traceback.print_exc()
+            report[f"train.error.{impl}"] = f"{type(e).__name__}: {e}"
+            continue
+        finally:
+            gc.collect()
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
         for key, v in r.items():
             report[f"train.{key}.{impl}"] = v
         report[f"train.fraction_of_floor.{impl}"] = floor_s / r["step_s"]
-        gc.collect()
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
     for peer in ("sparsify", "saelens"):
         if f"train.tokens_per_s.{peer}" in report and "train.tokens_per_s.mmsae" in report:
             report[f"train.ratio_to_{peer}"] = report["train.tokens_per_s.mmsae"] / report[f"train.tokens_per_s.{peer}"]
@@ -346,6 +352,9 @@ def main() -> None:
         try:
             for key, v in harvest_part(p, device, args.tiny, tmp, harvest_cap, tflops).items():
                 report[f"harvest.{key}"] = v
+        except Exception as e:  # noqa: BLE001 - the training numbers above still get written
+            traceback.print_exc()
+            report["harvest.error"] = f"{type(e).__name__}: {e}"
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         report["time.harvest_s"] = time.perf_counter() - t

@@ -17,6 +17,7 @@ def test_tiny_run_writes_every_part_as_flat_keys(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     r = json.loads(out.read_text())
     assert all(isinstance(v, (bool, int, float, str)) for v in r.values())  # flat
+    assert not any(".error" in key for key in r), {k: v for k, v in r.items() if ".error" in k}
     assert r["config.tiny"] is True and r["config.device"] == "cpu"
     assert r["device.bf16_matmul_tflops"] > 0
     assert r["train.tokens_per_s.mmsae"] > 0 and r["train.steps_timed.mmsae"] >= 1
