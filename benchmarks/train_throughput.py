@@ -10,12 +10,18 @@ so that FVU is meaningful. Every implementation trains with fp32 Adam, the same 
 batch, AuxK where it has it, gradient clipping where its own trainer clips. Tokens/s is measured
 over the steps after `--warmup-steps` (with `--repeats N`, the best of N round-robin runs); FVU
 (mean-centred, float64) on a held-out batch at the end.
-The script also measures the encoder-shaped GEMM in fp32 and bf16 on this machine, the ceilings
-for one step, and reports each implementation's fraction of them.
+The script also measures the encoder-shaped product in the precision each row's selection runs in:
+a step runs that product once plus everything else, so it bounds the step. `train.bound` names the
+mmsae row's (fp32_gemm, bf16_gemm or int8_gemm), `train.fraction_of_bound` is its tokens/s over that
+bound (<= 1 up to timing noise); the float32 rows (mmsae_fp32, sparsify, sae-lens) get
+`train.fraction_of_fp32_bound.<impl>`. No other bound is reported: a bf16 product emulated on a CPU
+without native bf16 bounds nothing that runs.
 
-Rows: `mmsae` is mmsae's default configuration (selection_dtype="auto": the dense selection
-product in bf16 where the CPU multiplies bf16 natively, exact fp32 values deciding among its
-top k + margin; the row reports the dtype it resolved to); `mmsae_fp32` the exact fp32 product.
+Rows: `mmsae` is mmsae's default configuration (selection_dtype="auto": the dense selection product in
+bf16 where the CPU multiplies bf16 natively, else int8 where a startup probe finds it faster, else fp32;
+exact fp32 values deciding among its candidates) or the path `--selection` forces (so one machine can
+measure another CPU's path); `train.selection_precision` says which ran, `train.selection_reason` why.
+`mmsae_fp32` is the exact fp32 product. Output: flat `train.*` keys (`--json`).
 """
 
 from __future__ import annotations
@@ -53,14 +59,26 @@ def fvu64(x: torch.Tensor, xhat: torch.Tensor) -> float:
     return float(((x - xhat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
 
 
-def gemm_gflops(b: int, d: int, f: int, dtype: torch.dtype, reps: int = 7) -> float:
-    """The encoder-shaped product's rate, from its fastest repetition (the least disturbed)."""
-    a, w = torch.randn(b, d, dtype=dtype), torch.randn(d, f, dtype=dtype)
-    a @ w
+def gemm_gflops(b: int, d: int, f: int, precision: str, reps: int = 7) -> float:
+    """The encoder-shaped product's rate in `precision` (float32 | bfloat16 | int8, int8 through
+    torch._int_mm: the bare product, without int8 selection's quantisation), from its fastest
+    repetition (the least disturbed)."""
+    g = torch.Generator().manual_seed(0)
+    if precision == "int8":
+        a = torch.randint(-127, 128, (b, d), dtype=torch.int8, generator=g)
+        w = torch.randint(-127, 128, (f, d), dtype=torch.int8, generator=g)
+        def product():
+            return torch._int_mm(a, w.T)
+    else:
+        dtype = getattr(torch, precision)
+        a, w = torch.randn(b, d, generator=g).to(dtype), torch.randn(f, d, generator=g).to(dtype)
+        def product():
+            return a @ w.T
+    product()
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
-        a @ w
+        product()
         best = min(best, time.perf_counter() - t)
     return 2 * b * d * f / best / 1e9
 
@@ -69,8 +87,8 @@ def gemm_gflops(b: int, d: int, f: int, dtype: torch.dtype, reps: int = 7) -> fl
 def setup_mmsae(args, first, selection_dtype="auto"):
     """mmsae's real training step (Trainer._train_step: AuxK, dead-latent clock, clipping, Adam).
 
-    The default ("auto") is mmsae's default configuration: the selection product in bf16 where
-    the CPU multiplies bf16 natively, the k values and all gradients in fp32. "float32": exact."""
+    "auto" is mmsae's default configuration (the trainer's own choice of selection precision; the
+    k values and all gradients in fp32); "float32", "bfloat16", "int8" force a path."""
     from mmsae.train import TensorBatches, TrainConfig, Trainer
 
     cfg = TrainConfig(kind="topk", n_latents=args.latents, k=args.k, steps=args.steps + args.warmup_steps, lr=args.lr,
@@ -83,7 +101,7 @@ def setup_mmsae(args, first, selection_dtype="auto"):
         with torch.no_grad():
             return trainer.sae.decode(trainer.sae.encode(x))
 
-    recon.selection_dtype = str(trainer.sae.selection_dtype).removeprefix("torch.")
+    recon.selection = dict(trainer.selection, sae=trainer.sae)
     return trainer._train_step, recon
 
 
@@ -154,7 +172,8 @@ def run_one(args) -> dict:
     torch.manual_seed(0)
     acts = make_acts(args.batch * (args.steps + args.warmup_steps + 1), args.d_in)
     held_out = acts[-args.batch :]
-    setups = {"mmsae": setup_mmsae, "sparsify": setup_sparsify, "saelens": setup_saelens,
+    setups = {"mmsae": lambda a, f: setup_mmsae(a, f, selection_dtype=a.selection),
+              "sparsify": setup_sparsify, "saelens": setup_saelens,
               # exact: the dense selection product in fp32 too
               "mmsae_fp32": lambda a, f: setup_mmsae(a, f, selection_dtype="float32")}
     step, recon = setups[args.only](args, acts[: args.batch])
@@ -167,8 +186,63 @@ def run_one(args) -> dict:
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"impl": args.only, "tokens_per_s": args.steps * args.batch / elapsed, "fvu": fvu64(held_out, recon(held_out)),
            "peak_rss_mib": peak_mib, "steps_timed": args.steps}
-    if hasattr(recon, "selection_dtype"):
-        out["selection_dtype"] = recon.selection_dtype
+    if hasattr(recon, "selection"):  # what the trainer chose (or was told), and why
+        sel = recon.selection
+        out.update(selection_dtype=sel["dtype"], selection_reason=sel["reason"])
+        if "int8_speedup" in sel:
+            out["int8_speedup"] = sel["int8_speedup"]
+        stats = sel["sae"].selection_stats
+        if stats:
+            out["int8_fallback_fraction"] = stats["fallback_rows"] / stats["rows"]
+    return out
+
+
+SELECTIONS = {"auto": "auto", "fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+              "int8": "int8"}
+# the product a step cannot beat, by the precision the selection product runs in
+BOUND_OF = {"float32": "fp32_gemm", "bfloat16": "bf16_gemm", "int8": "int8_gemm"}
+
+
+def bound_tokens_per_s(args, precision: str) -> tuple[float, float]:
+    """(GFLOP/s, tokens/s) of the encoder-shaped product in `precision`: a step runs it once, plus
+    everything else, so a step's tokens/s is at most this (up to timing noise)."""
+    gflops = gemm_gflops(args.batch, args.d_in, args.latents, precision)
+    return gflops, gflops * 1e9 / (2 * args.d_in * args.latents)
+
+
+def flat_report(args, results: dict) -> dict:
+    """Flat `train.*` keys. The bound is the one of the path each row took: the mmsae row's selection
+    precision for `train.bound`; the float32 product for the rows that select in float32."""
+    out = {"train.config." + k: v for k, v in vars(args).items() if k not in ("only", "json")}
+    out["train.torch"] = torch.__version__
+    for impl, r in results.items():
+        if "error" in r:
+            out[f"train.error.{impl}"] = r["error"]
+            continue
+        for key in ("tokens_per_s", "fvu", "peak_rss_mib"):
+            out[f"train.{key}.{impl}"] = r[key]
+        out[f"train.tokens_per_s_runs.{impl}"] = r["tokens_per_s_runs"]
+    mm = results.get("mmsae", {})
+    if "tokens_per_s" in mm:
+        precision = mm["selection_dtype"]
+        out["train.selection_precision"] = precision
+        out["train.selection_reason"] = mm["selection_reason"]
+        if "int8_speedup" in mm:
+            out["train.selection_int8_probe_speedup"] = mm["int8_speedup"]
+        if "int8_fallback_fraction" in mm:
+            out["train.selection_int8_fallback_fraction"] = mm["int8_fallback_fraction"]
+        gflops, bound = bound_tokens_per_s(args, precision)
+        out.update({"train.bound": BOUND_OF[precision], "train.bound_gflops": gflops,
+                    "train.bound_tokens_per_s": bound, "train.fraction_of_bound": mm["tokens_per_s"] / bound})
+    fp32_rows = [i for i, r in results.items() if "tokens_per_s" in r and i != "mmsae"]
+    if fp32_rows:  # sparsify, sae-lens and mmsae_fp32 all run their encoder product in float32
+        gflops, bound = bound_tokens_per_s(args, "float32")
+        out["train.fp32_bound_tokens_per_s"] = bound
+        for impl in fp32_rows:
+            out[f"train.fraction_of_fp32_bound.{impl}"] = results[impl]["tokens_per_s"] / bound
+    for peer in ("sparsify", "saelens"):
+        if "tokens_per_s" in mm and "tokens_per_s" in results.get(peer, {}):
+            out[f"train.ratio_to_{peer}"] = mm["tokens_per_s"] / results[peer]["tokens_per_s"]
     return out
 
 
@@ -184,13 +258,20 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4 / (8192 / 2**14) ** 0.5)
     ap.add_argument("--auxk-alpha", type=float, default=1 / 32)
     ap.add_argument("--dead-tokens", type=int, default=10_000_000)
+    ap.add_argument("--selection", default="auto", choices=sorted(SELECTIONS),
+                    help="the mmsae row's selection product: auto (mmsae's default choice on this machine) or "
+                         "forced, to measure another CPU's path here (bf16 where it is emulated, int8, fp32)")
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--repeats", type=int, default=1,
                     help="run the implementations this many times, round robin, and keep each one's fastest run "
                          "(robust to other load on a shared machine)")
     ap.add_argument("--only", choices=IMPLS, help=argparse.SUPPRESS)
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--json", action="store_true", help="print one JSON object of flat train.* keys")
     args = ap.parse_args()
+    args.selection = SELECTIONS[args.selection]
+    unknown = set(args.impls.split(",")) - set(IMPLS)
+    if unknown:
+        raise SystemExit(f"--impls: unknown {sorted(unknown)}; valid: {', '.join(IMPLS)}")
     if args.only:
         print(json.dumps(run_one(args)))
         return
@@ -211,26 +292,16 @@ def main() -> None:
             if run["tokens_per_s"] >= results.get(impl, {}).get("tokens_per_s", 0.0):
                 results[impl] = run
             results[impl]["tokens_per_s_runs"] = runs
-    fp32 = gemm_gflops(args.batch, args.d_in, args.latents, torch.float32)
-    bf16 = gemm_gflops(args.batch, args.d_in, args.latents, torch.bfloat16)
-    flop_per_token = 2 * args.d_in * args.latents  # the one dense product of a step
-    bounds = {"encoder_gemm_gflops_fp32": fp32, "encoder_gemm_gflops_bf16": bf16,
-              "bound_tokens_per_s_fp32": fp32 * 1e9 / flop_per_token, "bound_tokens_per_s_bf16": bf16 * 1e9 / flop_per_token}
-    for r in results.values():
-        if "tokens_per_s" in r:
-            r["fraction_of_fp32_bound"] = r["tokens_per_s"] / bounds["bound_tokens_per_s_fp32"]
-            r["fraction_of_bf16_bound"] = r["tokens_per_s"] / bounds["bound_tokens_per_s_bf16"]
-    ratio = None
-    if "tokens_per_s" in results.get("mmsae", {}) and "tokens_per_s" in results.get("sparsify", {}):
-        ratio = results["mmsae"]["tokens_per_s"] / results["sparsify"]["tokens_per_s"]
-    report = {"config": {k: v for k, v in vars(args).items() if k not in ("only", "json")}, "torch": torch.__version__,
-              "results": results, "ceilings": bounds, "ratio_mmsae_over_sparsify": ratio}
+    report = flat_report(args, results)
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        for impl, r in results.items():
-            print(f"{impl:>9}: " + (f"{r['tokens_per_s']:9.0f} tokens/s  FVU {r['fvu']:.4f}  peak {r['peak_rss_mib']:.0f} MiB" if "tokens_per_s" in r else r["error"]))
-        print(f"ratio mmsae/sparsify: {ratio}")
+        return
+    for impl, r in results.items():
+        print(f"{impl:>10}: " + (f"{r['tokens_per_s']:9.0f} tokens/s  FVU {r['fvu']:.4f}  peak {r['peak_rss_mib']:.0f} MiB"
+                                 if "tokens_per_s" in r else r["error"]))
+    for key in ("train.selection_precision", "train.bound", "train.bound_tokens_per_s", "train.fraction_of_bound",
+                "train.ratio_to_sparsify"):
+        print(f"{key}: {report.get(key)}")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ def test_selection_dtype_auto_follows_the_hardware_and_float32_is_exact(tmp_path
     import mmsae.train.loop as loop
 
     acts = synthetic_acts()[:64]
+    monkeypatch.setattr(loop, "int8_speedup", lambda *a: 1.0)  # a CPU whose int8 product is no faster
     for fast, want in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(loop, "bf16_is_fast", lambda device, fast=fast: fast)
         t = Trainer(_cfg(), TensorBatches(acts, 64), tmp_path / str(fast))
@@ -137,3 +138,66 @@ def test_bf16_and_float32_selection_train_to_the_same_sae(tmp_path):
     b = train(_cfg(steps=20, selection_dtype="bfloat16", plots=False), TensorBatches(acts, 64), tmp_path / "bf16")
     for name, p in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[name], p, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_auto_picks_int8_only_where_the_probe_finds_it_faster_and_int8_is_refused_where_uncertified(
+        tmp_path, monkeypatch):
+    import mmsae.train.loop as loop
+    from mmsae.sae import SAEConfig
+
+    monkeypatch.setattr(loop, "bf16_is_fast", lambda device: False)
+    topk = SAE.from_config(SAEConfig(kind="topk", d_in=16, n_latents=64, k=4))
+    for speedup, want in ((2.0, "int8"), (1.29, "float32"), (0.0, "float32")):
+        monkeypatch.setattr(loop, "int8_speedup", lambda *a, s=speedup: s)
+        got = loop.choose_selection("auto", topk, torch.device("cpu"))
+        assert got["dtype"] == want and got["int8_speedup"] == speedup and str(speedup) in got["reason"]
+    assert loop.choose_selection("int8", topk, torch.device("cpu")) == {"dtype": "int8", "reason": "configured"}
+    batch = SAE.from_config(SAEConfig(kind="batchtopk", d_in=16, n_latents=64, k=4))
+    with pytest.raises(ValueError, match="int8 needs the topk kind.*'batchtopk'"):
+        loop.choose_selection("int8", batch, torch.device("cpu"))
+    with pytest.raises(ValueError, match="CPU only, got device cuda"):
+        loop.choose_selection("int8", topk, torch.device("cuda"))
+
+
+def test_int8_and_float32_selection_train_to_the_same_sae(tmp_path):
+    """int8's selection is certified float32's, so the weights agree to rounding."""
+    acts = 7.0 * synthetic_acts()
+    a = train(_cfg(steps=20, selection_dtype="float32", plots=False), TensorBatches(acts, 64), tmp_path / "f32")
+    trainer = Trainer(_cfg(steps=20, selection_dtype="int8", plots=False), TensorBatches(acts, 64), tmp_path / "int8")
+    b = trainer.fit()
+    assert trainer.selection["dtype"] == "int8" and trainer.sae.selection_stats["rows"] == 20 * 64
+    for name, p in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[name], p, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_run_records_the_resolved_selection_dtype_in_config_json(tmp_path):
+    from mmsae.train.run import TrainJob, run_train
+
+    acts = synthetic_acts()[:256]
+    torch.save(acts, tmp_path / "acts.pt")
+    out = tmp_path / "run"
+    summary = run_train(TrainJob(out=str(out), store=str(tmp_path / "acts.pt"), batch_size=64, n_latents=64, k=4,
+                                 steps=2, warmup_steps=1, plots=False, selection_dtype="auto"))
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["selection_dtype"] == summary["selection"]["dtype"]
+    assert resolved["selection_dtype"] in ("bfloat16", "int8", "float32")
+
+
+def test_a_resumed_auto_run_keeps_its_selection_and_int8_margin_whatever_a_new_probe_says(tmp_path, monkeypatch):
+    import mmsae.train.loop as loop
+
+    acts = 7.0 * synthetic_acts()
+    monkeypatch.setattr(loop, "bf16_is_fast", lambda device: False)
+    monkeypatch.setattr(loop, "int8_speedup", lambda *a: 2.0)
+    first = Trainer(_cfg(steps=4, plots=False), TensorBatches(acts, 64), tmp_path)
+    first.fit()
+    assert first.selection["dtype"] == "int8"
+    first_margin = first.sae.int8_margin
+    monkeypatch.setattr(loop, "int8_speedup", lambda *a: 1.0)  # a new probe would now pick float32
+    again = Trainer(_cfg(steps=6, plots=False), TensorBatches(acts, 64), tmp_path)
+    again.fit()
+    assert again.step == 6 and again.selection["dtype"] == "int8" and again.selection["reason"].startswith("resumed")
+    assert again.sae.int8_margin >= first_margin
+    explicit = Trainer(_cfg(steps=8, plots=False, selection_dtype="float32"), TensorBatches(acts, 64), tmp_path)
+    explicit.fit()  # a configured dtype is obeyed on resume
+    assert explicit.selection == {"dtype": "float32", "reason": "configured"}

@@ -257,11 +257,13 @@ def bf16_is_fast(device: torch.device | str) -> bool:
 
 
 def select_values(
-    x_BD: Tensor, W_FD: Tensor, b_F: Tensor, idx_BK: Tensor, pre_BF: Tensor, shift_D: Tensor | None = None
+    x_BD: Tensor, W_FD: Tensor, b_F: Tensor, idx_BK: Tensor, pre_BF: Tensor | None, shift_D: Tensor | None = None
 ) -> Tensor:
     """Pre-activations at the selected latents, with a sparse backward; read from `pre_BF` when it
-    is exact (same dtype as the weights), recomputed in B·K·D otherwise (low-precision selection)."""
-    return gather_linear(x_BD, W_FD, b_F, idx_BK, pre_BF if _is_exact(pre_BF, W_FD) else None, shift_D)
+    is exact (same dtype as the weights), recomputed in B·K·D otherwise (low-precision selection,
+    or `pre_BF=None`: an approximation in the weights' dtype, as int8's)."""
+    exact = pre_BF is not None and _is_exact(pre_BF, W_FD)
+    return gather_linear(x_BD, W_FD, b_F, idx_BK, pre_BF if exact else None, shift_D)
 
 
 def select_topk(

@@ -9,7 +9,7 @@ from mmsae.sae.config import SAEConfig
 
 # Fields that must match between a checkpoint and the run resuming it.
 ARCH_FIELDS = ("kind", "n_latents", "k", "l1_coefficient", "seed")
-SELECTION_DTYPES = ("auto", "bfloat16", "float32", None)
+SELECTION_DTYPES = ("auto", "bfloat16", "float32", "int8", None)
 
 
 @dataclass
@@ -73,8 +73,10 @@ class TrainConfig:
     """bf16 autocast, on CUDA only."""
     selection_dtype: str | None = "auto"
     """TopK kinds: dtype of the dense [B, F] product that only selects the k latents (values and gradients stay
-    float32): bfloat16 (fast on AMX / AVX512-BF16 / tensor cores; near-ties may pick another latent), float32
-    (exact), auto (bfloat16 where the device multiplies it natively and the kind refines the selection)."""
+    float32): bfloat16 (fast on AMX / AVX512-BF16 / tensor cores; near-ties may pick another latent), int8 (CPU,
+    topk kind: float32's latents, certified by an error bound), float32 (exact), auto (bfloat16 where the device
+    multiplies it natively, else int8 where a startup probe finds it faster on this CPU, else float32; the run's
+    config.json records the choice)."""
 
     hook_layer: int | None = None
     """Layer the activations come from (default: the source's)."""

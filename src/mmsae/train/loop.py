@@ -13,6 +13,7 @@ import torch
 from mmsae.sae import SAE, default_lr
 from mmsae.sae.config import SAEConfig
 from mmsae.sae.kernels import bf16_is_fast
+from mmsae.sae.quantized import int8_speedup
 from mmsae.sae.io_utils import atomic_file
 from mmsae.train.config import ARCH_FIELDS, TrainConfig
 from mmsae.train.data import ActivationSource, batch_tensor, with_source_defaults
@@ -25,6 +26,38 @@ log = logging.getLogger(__name__)
 
 class TrainingError(RuntimeError):
     """The data cannot train this SAE (wrong width, too many non-finite batches, mismatched resume)."""
+
+
+def choose_selection(choice: str | None, sae: SAE, device: torch.device) -> dict[str, Any]:
+    """The dtype of a TopK kind's selection product, and why: {"dtype", "reason"[, "int8_speedup"]}.
+
+    auto: bfloat16 where the device multiplies it natively; else, on a CPU, int8 where a startup
+    probe finds its product at least 1.3x float32's (the margin pays for the certificate's extra
+    exact dot products); else float32. Low precision only where the kind refines the selection
+    (exact values decide, so the latents stay float32's)."""
+    choice = choice or "float32"
+    refines = getattr(sae, "refines_low_precision_selection", False)
+    if choice == "int8":
+        if device.type != "cpu":
+            raise ValueError(f"selection_dtype int8 runs on CPU only, got device {device}")
+        if not refines:
+            raise ValueError(f"selection_dtype int8 needs the topk kind's certified selection, got kind {sae.cfg.kind!r}")
+    if choice != "auto":
+        return {"dtype": choice, "reason": "configured"}
+    if not refines:
+        return {"dtype": "float32", "reason": f"kind {sae.cfg.kind!r} selects from the product as it is"}
+    if bf16_is_fast(device):
+        return {"dtype": "bfloat16", "reason": f"native bf16 products on {device.type}"}
+    if device.type != "cpu":
+        return {"dtype": "float32", "reason": f"no native bf16 on {device}"}
+    speedup = int8_speedup(sae.cfg.d_in, sae.cfg.n_latents, torch.get_num_threads())
+    dtype = "int8" if speedup >= _INT8_MIN_SPEEDUP else "float32"
+    return {"dtype": dtype, "reason": f"no native bf16; int8 product {speedup:.2f}x float32's "
+                                      f"({'>=' if dtype == 'int8' else '<'} {_INT8_MIN_SPEEDUP})",
+            "int8_speedup": speedup}
+
+
+_INT8_MIN_SPEEDUP = 1.3
 
 
 class Trainer:
@@ -48,15 +81,22 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
 
     # -- setup ------------------------------------------------------------------------------------
-    def _build(self, sae_cfg: SAEConfig) -> None:
+    def _build(self, sae_cfg: SAEConfig, resumed: dict[str, Any] | None = None) -> None:
         torch.manual_seed(self.cfg.seed)
         self.sae = SAE.from_config(sae_cfg).to(self.device).train()
+        self.selection = None
         if hasattr(self.sae, "selection_dtype"):
-            choice = self.cfg.selection_dtype or "float32"
-            if choice == "auto":  # bf16 where it is fast and the kind's selection stays float32's
-                exact = getattr(self.sae, "refines_low_precision_selection", False)
-                choice = "bfloat16" if exact and bf16_is_fast(self.device) else "float32"
-            self.sae.selection_dtype = getattr(torch, choice)
+            if resumed is not None and self.cfg.selection_dtype == "auto":
+                # the killed run's choice, not a new probe's (which could land on the other side of
+                # the threshold): a resumed run computes what the uninterrupted one would have
+                why = resumed["reason"] if resumed["reason"].startswith("resumed") else f"resumed; {resumed['reason']}"
+                self.selection = {**resumed, "reason": why}
+            else:
+                # every rank takes rank 0's choice: replicas must run the same arithmetic
+                self.selection = self.dist.gather_objects(choose_selection(self.cfg.selection_dtype, self.sae,
+                                                                           self.device))[0]
+            self.sae.selection_dtype = getattr(torch, self.selection["dtype"])
+            log.info("selection product in %s (%s)", self.selection["dtype"], self.selection["reason"])
         self.params = [p for p in self.sae.parameters() if p.requires_grad]
         lr = self.cfg.lr if self.cfg.lr is not None else default_lr(sae_cfg.n_latents)
         # the fused Adam: one pass over each parameter instead of ~6 (GPU and, since torch 2.4, CPU)
@@ -189,6 +229,7 @@ class Trainer:
             "tracker": self.tracker.state_dict(), "rng": rng_state(), "data": data_states,
             "step": self.step, "tokens": self.tokens, "bad_batches": self.bad_batches,
             "norm_scale": self.norm_scale, "history": self.history, "world_size": self.dist.world_size,
+            "selection": self.selection, "int8_margin": getattr(self.sae, "int8_margin", None),
         })
         self.dist.barrier()
 
@@ -199,8 +240,10 @@ class Trainer:
             raise TrainingError(f"{self.out_dir} holds a checkpoint of a different run {diffs}; use another --out")
         if ckpt["world_size"] != self.dist.world_size:
             raise TrainingError(f"checkpoint was written by {ckpt['world_size']} ranks, this run has {self.dist.world_size}")
-        self._build(SAEConfig.from_dict(ckpt["sae_config"]))
+        self._build(SAEConfig.from_dict(ckpt["sae_config"]), resumed=ckpt.get("selection"))
         self.sae.load_state_dict(ckpt["sae"])
+        if ckpt.get("int8_margin") is not None:  # int8's widened margin: the same candidates as before the kill
+            self.sae.int8_margin = ckpt["int8_margin"]
         self.opt.load_state_dict(ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["scheduler"])
         self.tracker.load_state_dict(ckpt["tracker"])

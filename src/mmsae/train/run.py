@@ -96,7 +96,11 @@ def run_train(job: TrainJob) -> dict[str, Any]:
         ctx.close()
     if not ctx.is_main:
         return {}
-    write_config(out, dataclasses.replace(job, **{k: getattr(trainer.cfg, k) for k in ("norm_scale", "hook_layer", "model")}))
+    resolved = {k: getattr(trainer.cfg, k) for k in ("norm_scale", "hook_layer", "model")}
+    if trainer.selection is not None:  # "auto" resolved: the dtype this run's selection product ran in
+        resolved["selection_dtype"] = trainer.selection["dtype"]
+    write_config(out, dataclasses.replace(job, **resolved))
     last = trainer.history[-1] if trainer.history else {}
     return {"sae": str(out / "sae"), "kind": sae.cfg.kind, "n_latents": sae.cfg.n_latents, "steps": trainer.step,
-            "tokens": trainer.tokens, **{k: last.get(k) for k in ("fvu", "l0", "dead_fraction")}}
+            "tokens": trainer.tokens, "selection": trainer.selection,
+            **{k: last.get(k) for k in ("fvu", "l0", "dead_fraction")}}

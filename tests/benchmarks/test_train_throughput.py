@@ -1,0 +1,48 @@
+"""benchmarks/train_throughput.py: flat keys, and only the bound of the path the selection took."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--d-in", "32", "--latents", "256", "--k", "4", "--batch", "128", "--steps", "2", "--warmup-steps", "1",
+         "--threads", "1", "--json"]
+
+
+def _run(*args: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), *SMALL, *args],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+@pytest.mark.parametrize("selection, bound", [("int8", "int8_gemm"), ("fp32", "fp32_gemm")])
+def test_forced_selection_reports_its_own_bound_only(selection, bound):
+    out = _run("--selection", selection, "--impls", "mmsae,mmsae_fp32")
+    assert out["train.selection_precision"] == {"fp32": "float32"}.get(selection, selection)
+    assert out["train.selection_reason"] == "configured"
+    assert out["train.bound"] == bound
+    assert 0 < out["train.fraction_of_bound"] == pytest.approx(out["train.tokens_per_s.mmsae"]
+                                                                / out["train.bound_tokens_per_s"])
+    assert out["train.fraction_of_bound"] <= 1
+    assert 0 < out["train.fraction_of_fp32_bound.mmsae_fp32"] <= 1
+    assert not any("bf16" in key for key in out)  # no bound of a path that did not run
+    assert all(isinstance(v, (int, float, str, list)) for v in out.values())  # flat
+
+
+def test_auto_records_its_choice_and_a_missing_peer_is_an_error_entry():
+    out = _run("--impls", "mmsae,sparsify")
+    assert out["train.selection_precision"] in ("bfloat16", "int8", "float32")
+    assert out["train.bound"] == {"bfloat16": "bf16_gemm", "int8": "int8_gemm",
+                                  "float32": "fp32_gemm"}[out["train.selection_precision"]]
+    try:
+        import sparsify  # noqa: F401
+    except ImportError:
+        assert "sparsify" in out["train.error.sparsify"] and "train.ratio_to_sparsify" not in out
+    else:
+        assert out["train.ratio_to_sparsify"] > 0
