@@ -17,6 +17,7 @@ from .llava import (
     best_resolution,
     clip_view,
     unpad_slice,
+    with_row_ends,
 )
 from .table import IMAGE, ImageTokens
 
@@ -106,18 +107,14 @@ class OneVisionAdapter(LlavaNextAdapter):
         nh, nw = int(ch // ratio), int(cw // ratio)
         fh, fw = ch / nh, cw / nw
         p = crop / grid
-        parts = []
-        for i in range(nh):
-            j_N = np.arange(nw)
-            r0, r1 = rows.start + i * fh, rows.start + (i + 1) * fh
-            c0_N, c1_N = cols.start + j_N * fw, cols.start + (j_N + 1) * fw
-            box = canvas.boxes(c0_N * p, np.full(nw, r0 * p), c1_N * p, np.full(nw, r1 * p))
-            R = int((r0 + r1) / 2)
-            C_N = ((c0_N + c1_N) / 2).astype(int)
-            parts.append(ImageTokens(np.full(nw, IMAGE, np.int8), (1 + (R // grid) * npw + C_N // grid).astype(np.int32),
-                                     np.full(nw, R % grid, np.int32), (C_N % grid).astype(np.int32), box))
-            parts.append(ImageTokens.special(1, tile=-1, row=i))
-        return ImageTokens.cat(parts)
+        i_N, j_N = np.divmod(np.arange(nh * nw), nw)  # shrunk row, column of each token
+        r0_N, r1_N = rows.start + i_N * fh, rows.start + (i_N + 1) * fh
+        c0_N, c1_N = cols.start + j_N * fw, cols.start + (j_N + 1) * fw
+        box = canvas.boxes(c0_N * p, r0_N * p, c1_N * p, r1_N * p)
+        R_N, C_N = ((r0_N + r1_N) / 2).astype(int), ((c0_N + c1_N) / 2).astype(int)
+        feats = ImageTokens(np.full(nh * nw, IMAGE, np.int8), (1 + (R_N // grid) * npw + C_N // grid).astype(np.int32),
+                            (R_N % grid).astype(np.int32), (C_N % grid).astype(np.int32), box)
+        return with_row_ends(feats, nw, np.arange(nh))
 
 
 ADAPTERS = [OneVisionAdapter]
