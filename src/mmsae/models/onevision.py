@@ -25,10 +25,21 @@ from .table import IMAGE, ImageTokens
 def image_only_processor(image_processor, tokenizer, num_image_tokens: int, vision_aspect_ratio: str,
                          strategy: str = "full"):
     """A OneVision processor without the video processor (which needs torchvision)."""
+    return _processor_class()(image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=num_image_tokens,
+                              vision_aspect_ratio=vision_aspect_ratio, strategy=strategy)
+
+
+def _processor_class():
+    """Built on first use (transformers is imported lazily) under a module-level name, so that pickle
+    finds it: data-loader workers that are not forked receive the processor pickled."""
+    cls = globals().get("OneVisionImageProcessor")
+    if cls is not None:
+        return cls
     from transformers import LlavaOnevisionProcessor, ProcessorMixin
 
     class OneVisionImageProcessor(LlavaOnevisionProcessor):
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, num_image_tokens=0,
+                     vision_aspect_ratio="", strategy="full", **kwargs):
             self.num_image_tokens = num_image_tokens
             self.vision_feature_select_strategy = strategy
             self.image_token, self.video_token = "<image>", "<video>"
@@ -37,7 +48,15 @@ def image_only_processor(image_processor, tokenizer, num_image_tokens: int, visi
             self.vision_aspect_ratio = vision_aspect_ratio
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    return OneVisionImageProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    OneVisionImageProcessor.__qualname__ = "OneVisionImageProcessor"
+    globals()["OneVisionImageProcessor"] = OneVisionImageProcessor
+    return OneVisionImageProcessor
+
+
+def __getattr__(name: str):
+    if name == "OneVisionImageProcessor":  # unpickling in a fresh process
+        return _processor_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OneVisionAdapter(LlavaNextAdapter):
