@@ -10,6 +10,7 @@ At most workers x PREFETCH batches are in flight, so memory does not grow with t
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -49,11 +50,42 @@ class Prepared:
     rejects: list[Reject] = field(default_factory=list)  # in the order the in-process loop met them
     groups: list[tuple[list, object]] = field(default_factory=list)  # ([(index, Record)], Encoded)
 
+    def __getstate__(self) -> dict:
+        """Small tensors travel inside the pickle (one pipe read); only big ones go through shared
+        memory, whose per-tensor file-descriptor hand-over costs more than copying a few hundred KB."""
+        state = dict(self.__dict__)
+        state["groups"] = [(batch, _Packed(enc)) for batch, enc in self.groups]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["groups"] = [(batch, packed.unpack()) for batch, packed in state["groups"]]
+        self.__dict__.update(state)
+
     def pin_memory(self) -> Prepared:
         """Called by the DataLoader's pin thread (CUDA): pinned inputs upload without a stream sync."""
         for _, enc in self.groups:
             enc.inputs = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in enc.inputs.items()}
         return self
+
+
+INLINE_BYTES = 1 << 21  # tensors up to this size are pickled by value between processes
+
+
+class _Packed:
+    def __init__(self, enc):
+        self.enc = enc
+        self.inline = {}
+        for k, v in enc.inputs.items():
+            if isinstance(v, torch.Tensor) and v.numel() * v.element_size() <= INLINE_BYTES and v.dtype != torch.bfloat16:
+                self.inline[k] = v.numpy()
+        if self.inline:  # a shallow copy: the worker's own Encoded stays as it was
+            self.enc = copy.copy(enc)
+            self.enc.inputs = {k: v for k, v in enc.inputs.items() if k not in self.inline}
+
+    def unpack(self):
+        if self.inline:
+            self.enc.inputs = {**self.enc.inputs, **{k: torch.from_numpy(v) for k, v in self.inline.items()}}
+        return self.enc
 
 
 class _Records(torch.utils.data.Dataset):
