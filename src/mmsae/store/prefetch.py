@@ -175,9 +175,9 @@ def prepared_batches(adapter, source, segments: Sequence[Sequence[int]], batch_s
         return
     import multiprocessing
 
-    # fork: workers start in milliseconds and share the source's read-only state; elsewhere the
+    # fork (Linux): workers start in milliseconds and share the source's read-only state; elsewhere the
     # weight-free adapter and the source are pickled instead.
-    context = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    context = "fork" if sys.platform.startswith("linux") else None
     loader = torch.utils.data.DataLoader(records, batch_sampler=[idx for _, _, idx in batches], collate_fn=encode,
                                          num_workers=min(workers, len(batches)), prefetch_factor=PREFETCH,
                                          multiprocessing_context=context, pin_memory=pin_memory)
