@@ -183,3 +183,24 @@ def test_writer_failure_stops_harvest_and_a_rerun_completes(llava_dir, tmp_path,
     monkeypatch.setattr(shard, "save_file", real)
     harvest(HarvestConfig(out=str(out), model=str(llava_dir), workers=1, **cfg))
     same_store(tmp_path / "ref", out)
+
+
+def test_small_tensors_travel_inline_big_ones_by_shared_memory():
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  (registers torch's shared-memory reductions)
+
+    from mmsae.models import Encoded
+    from mmsae.models.table import TokenTable
+    from mmsae.store.prefetch import INLINE_BYTES, Prepared
+
+    small = torch.arange(64 * 1024, dtype=torch.int64).reshape(8, -1)  # 512 KiB
+    big = torch.randn(INLINE_BYTES // 4 + 1)  # just over the limit
+    enc = Encoded({"input_ids": small, "pixel_values": big, "image_sizes": [3]}, [TokenTable.empty(2)])
+    prepared = Prepared([0], [], [([(0, None)], enc)])
+    buf = bytes(ForkingPickler.dumps(prepared))
+    assert small.numel() * 8 < len(buf) < small.numel() * 8 + (1 << 16)  # the big one is not in the bytes
+    assert set(enc.inputs) == {"input_ids", "pixel_values", "image_sizes"}  # the sender's batch is untouched
+    back = ForkingPickler.loads(buf).groups[0][1]
+    assert torch.equal(back.inputs["input_ids"], small) and torch.equal(back.inputs["pixel_values"], big)
+    assert back.inputs["image_sizes"] == [3] and len(back.tables[0]) == 2
