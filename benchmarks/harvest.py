@@ -1,6 +1,6 @@
 """Harvest throughput: `mmsae harvest` against a plain `model(..., output_hidden_states=True)` loop.
 
-    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/harvest.py [--n 64] [--layer 1] [--json]
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/harvest.py [--n 64] [--layer 1] [--workers N] [--json]
     python benchmarks/harvest.py --device cuda --big      # LLaVA-NeXT-8B-shaped random weights, bf16
 
 Models: the zoo subject model (when its weights exist) and a tiny random LLaVA-NeXT built here
@@ -10,8 +10,13 @@ every method. Reported per model, all in the same process and on the same device
   - plain:        processor + full forward with output_hidden_states, hidden_states[L+1] to CPU
   - capture:      processor + adapter.capture (early exit after block L), to CPU
   - capture_full: same without early exit (the early-exit saving is capture vs this)
-  - harvest:      the whole `harvest()` (data loading, rejects, store writes, statistics)
+  - harvest:      the whole `harvest()` (data loading, rejects, store writes, statistics), run at n and
+                  at 4n records (fixed records_per_shard), each with its peak RSS (process + workers)
 and the ratio capture/capture_full of model-only time next to (L+1)/N, the expected cost.
+`--json` prints flat keys: per model `harvest.<model>.ratio_to_capture` (whole harvest at 4n over the
+capture loop), `.marginal_ratio_to_capture` (the 3n records between the two runs: fixed costs such as
+model loading cancel), `.peak_rss_mb.<n>`; and over the models `harvest.ratio_to_capture` (the lowest)
+and `harvest.peak_rss_mb.<n>` (the highest).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from peak_rss import PeakRSS
 
 
 def _big_next(out: Path) -> Path:
@@ -86,7 +92,7 @@ def _time_loop(adapter, batches, fn, device: str) -> tuple[float, int]:
 
 
 def bench_model(name: str, path: Path, layer: int, n: int, batch: int, device: str, dtype: str | None,
-                image_size: int) -> dict:
+                image_size: int, workers: int | None = None, records_per_shard: int = 32) -> dict:
     from mmsae.models import load_adapter
     from mmsae.store import HarvestConfig, harvest
 
@@ -121,19 +127,44 @@ def bench_model(name: str, path: Path, layer: int, n: int, batch: int, device: s
     res["early_exit_cost"] = model_s[True] / model_s[False]
     res["expected_cost"] = (layer + 1) / adapter.n_layers
     adapter = None  # free the model before harvest() loads its own copy
-    out = Path(tempfile.mkdtemp(prefix="mmsae-bench-store-"))
-    try:
-        t0 = time.perf_counter()
-        m = harvest(HarvestConfig(out=str(out), model=str(path), layer=layer,
-                                  data=f"world:n={n},seed=0,image_size={image_size}", prompt="<image>",
-                                  batch_size=batch, records_per_shard=max(batch, n // 4), device=device,
-                                  model_dtype=dtype, progress=False))
-        sec = time.perf_counter() - t0  # includes model loading, as a user of the command sees it
-        res["harvest_tok_s"] = (m["counts"]["tokens"]["image"] + m["counts"]["tokens"]["text"]
-                                + m["counts"]["tokens"]["special"]) / sec
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    for size in (batch, n, 4 * n):  # the first run is a warm-up: one-time imports and caches
+        out = Path(tempfile.mkdtemp(prefix="mmsae-bench-store-"))
+        try:
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                m = harvest(HarvestConfig(out=str(out), model=str(path), layer=layer,
+                                          data=f"world:n={size},seed=0,image_size={image_size}", prompt="<image>",
+                                          batch_size=batch, records_per_shard=records_per_shard, device=device,
+                                          model_dtype=dtype, progress=False, workers=workers))
+                sec = time.perf_counter() - t0  # includes model loading, as a user of the command sees it
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        if size == batch:
+            continue
+        res[f"harvest_tokens.{size}"] = sum(m["counts"]["tokens"].values())
+        res[f"harvest_s.{size}"] = sec
+        res[f"peak_rss_mb.{size}"] = mem.peak_mb
+    big = 4 * n
+    res["harvest_tok_s"] = res[f"harvest_tokens.{big}"] / res[f"harvest_s.{big}"]
+    res["ratio_to_capture"] = res["harvest_tok_s"] / res["capture_tok_s"]
+    marginal = ((res[f"harvest_tokens.{big}"] - res[f"harvest_tokens.{n}"])
+                / max(res[f"harvest_s.{big}"] - res[f"harvest_s.{n}"], 1e-9))
+    res["marginal_ratio_to_capture"] = marginal / res["capture_tok_s"]
+    res["rss_growth_mb"] = res[f"peak_rss_mb.{big}"] - res[f"peak_rss_mb.{n}"]
     return res
+
+
+def flat(results: list[dict], n: int) -> dict:
+    """The flat keys of --json: per model, and the headline over the models (worst ratio, highest peak)."""
+    out = {}
+    for r in results:
+        for k, v in r.items():
+            out[f"harvest.{r['model']}.{k}"] = v
+    out["harvest.ratio_to_capture"] = min(r["ratio_to_capture"] for r in results)
+    out["harvest.marginal_ratio_to_capture"] = min(r["marginal_ratio_to_capture"] for r in results)
+    for size in (n, 4 * n):
+        out[f"harvest.peak_rss_mb.{size}"] = max(r[f"peak_rss_mb.{size}"] for r in results)
+    return out
 
 
 def main() -> None:
@@ -143,7 +174,9 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=None, help="default: the middle block")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--big", action="store_true", help="add the LLaVA-NeXT-8B-shaped model (needs a GPU)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--workers", type=int, default=None, help="harvest's data-loader workers (default: its own)")
+    ap.add_argument("--records-per-shard", type=int, default=32, help="fixed, so that memory must not grow with n")
+    ap.add_argument("--json", action="store_true", help="print flat JSON keys instead of a table")
     args = ap.parse_args()
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="mmsae-bench-"))
@@ -165,18 +198,23 @@ def main() -> None:
 
             n_layers = AutoConfig.from_pretrained(path).get_text_config().num_hidden_layers
             layer = args.layer if args.layer is not None else n_layers // 2
-            results.append(bench_model(name, path, layer, args.n, args.batch, args.device, dtype, size))
+            results.append(bench_model(name, path, layer, args.n, args.batch, args.device, dtype, size, args.workers,
+                                       args.records_per_shard))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
-        print(json.dumps(results, indent=1))
+        print(json.dumps(flat(results, args.n), indent=1))
         return
+    big = 4 * args.n
     print(f"{'model':22} {'L/N':>6} {'plain':>10} {'capture':>10} {'no-exit':>10} {'harvest':>10} "
           f"{'exit cost':>9} {'(L+1)/N':>8}   tokens/s")
     for r in results:
         print(f"{r['model']:22} {r['layer']:>2}/{r['layers']:<3} {r['plain_tok_s']:>10,.0f} "
               f"{r['capture_tok_s']:>10,.0f} {r['capture_full_tok_s']:>10,.0f} {r['harvest_tok_s']:>10,.0f} "
               f"{r['early_exit_cost']:>9.2f} {r['expected_cost']:>8.2f}")
+    for r in results:
+        print(f"{r['model']:22} harvest/capture {r['ratio_to_capture']:.2f} (marginal {r['marginal_ratio_to_capture']:.2f})"
+              f"  peak RSS {r[f'peak_rss_mb.{args.n}']:,.0f} MB at n={args.n}, {r[f'peak_rss_mb.{big}']:,.0f} MB at n={big}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Feature-index throughput: tokens/s of `build_index` on the zoo subject with a random TopK SAE.
 
-    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/index_throughput.py [--records 512] [--json]
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/index_throughput.py [--records 512] [--workers N] [--json]
     python benchmarks/index_throughput.py --device cuda --latents 16384 --k 32
 
 Reported, in one process on one device, over the same world records ("<image> {caption}" prompt):
-  - capture: the model alone (capture_batches with early exit at the SAE's layer), no SAE
+  - capture: the model alone (capture_batches with early exit at the SAE's layer, in process), no SAE
   - index:   the whole build_index (capture + SAE encode + running top-N + state saves + DuckDB write)
-  - update:  the SAE encode + top-N share of it, from summing IndexState.add_batch times
-tokens/s counts every token of every sequence (text, image and special).
+  - update:  the SAE encode + top-N share of it, from summing IndexState.add_batch times (it runs in
+             build_index's update thread, overlapped with the forward)
+tokens/s counts every token of every sequence (text, image and special). build_index runs at
+records/4 and at records (fixed chunk_records), each with its peak RSS (process + workers); the ratio
+is at `records`. --json prints flat keys: index.ratio_to_capture, index.peak_rss_mb.<n>, index.<metric>.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from peak_rss import PeakRSS
 
 
 def _sync(device: str) -> None:
@@ -58,7 +62,8 @@ def main() -> None:
     ap.add_argument("--chunk-records", type=int, default=256)
     ap.add_argument("--top-n", type=int, default=20)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ap.add_argument("--workers", type=int, default=None, help="build_index's data-loader workers (default: its own)")
+    ap.add_argument("--json", action="store_true", help="print flat JSON keys instead of a table")
     args = ap.parse_args()
 
     model = str(model_dir("subject"))
@@ -82,14 +87,22 @@ def main() -> None:
             update_s[0] += time.perf_counter() - t
             return n
 
-        IndexState.add_batch = timed
-        cfg = IndexConfig(out=str(tmp / "index"), sae=str(tmp / "sae"), model=model, data=data, prompt=prompt,
-                          top_n=args.top_n, batch_size=args.batch_size, chunk_records=args.chunk_records,
-                          device=args.device, progress=False)
-        t0 = time.perf_counter()
-        build_index(cfg)
-        index_s = time.perf_counter() - t0
-        IndexState.add_batch = add_batch
+        peaks = {}
+        for n_records in (args.records // 4, args.records):  # the smaller run also warms the imports up
+            update_s[0] = 0.0
+            IndexState.add_batch = timed
+            cfg = IndexConfig(out=str(tmp / f"index-{n_records}"), sae=str(tmp / "sae"), model=model, data=data,
+                              prompt=prompt, top_n=args.top_n, batch_size=args.batch_size,
+                              chunk_records=args.chunk_records, device=args.device, progress=False,
+                              max_records=n_records, workers=args.workers)
+            try:
+                with PeakRSS() as mem:
+                    t0 = time.perf_counter()
+                    build_index(cfg)
+                    index_s = time.perf_counter() - t0
+            finally:
+                IndexState.add_batch = add_batch
+            peaks[n_records] = mem.peak_mb
         con = open_index(cfg.out)
         meta = read_meta(con)
         con.close()
@@ -103,14 +116,19 @@ def main() -> None:
         "n_latents": args.latents, "k": args.k, "top_n": args.top_n, "batch_size": args.batch_size,
         "capture_tokens_per_s": cap_tokens / cap_s, "index_tokens_per_s": tokens / index_s,
         "update_tokens_per_s": tokens / max(update_s[0], 1e-9), "index_seconds": index_s,
-        "update_seconds": update_s[0], "capture_seconds": cap_s,
+        "update_seconds": update_s[0], "capture_seconds": cap_s, "workers": args.workers,
     }
+    result["ratio_to_capture"] = result["index_tokens_per_s"] / result["capture_tokens_per_s"]
+    for n_records, peak in peaks.items():
+        result[f"peak_rss_mb.{n_records}"] = peak
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps({f"index.{k}": v for k, v in result.items()}, indent=1))
         return
     print(f"{result['device']}: {tokens:,} tokens, {args.latents:,} latents (k={args.k}), top-{args.top_n}")
     for name in ("capture", "index", "update"):
         print(f"  {name:8s} {result[f'{name}_tokens_per_s']:>12,.0f} tok/s  ({result[f'{name}_seconds']:.2f} s)")
+    print(f"  index/capture {result['ratio_to_capture']:.2f}; peak RSS "
+          + ", ".join(f"{peak:,.0f} MB at {n:,} records" for n, peak in peaks.items()))
 
 
 if __name__ == "__main__":

@@ -64,22 +64,28 @@ class IndexConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     model_dtype: str | None = None  # e.g. bfloat16 on GPU; None keeps the checkpoint's
     progress: bool = True
+    workers: int | None = None  # data-loader processes encoding ahead (0: in process; None: cores - 1, at most 4)
+    update_queue: int = 2  # batches queued for the SAE/top-N thread; bounds the activations in flight
 
     def identity(self) -> dict:
-        """What must match for a rerun to resume into (or reuse) the same directory."""
-        skip = ("out", "sae", "model", "device", "progress")
+        """What must match for a rerun to resume into (or reuse) the same directory (not `workers` or
+        `update_queue`: any value gives the same index)."""
+        skip = ("out", "sae", "model", "device", "progress", "workers", "update_queue")
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 def _check_config(cfg: IndexConfig) -> None:
     if cfg.rank_by not in RANK_BY:
         raise ValueError(f"rank_by must be one of {RANK_BY}, got {cfg.rank_by!r}")
-    for name in ("top_n", "batch_size", "chunk_records", "sae_batch_tokens"):
+    for name in ("top_n", "batch_size", "chunk_records", "sae_batch_tokens", "update_queue"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     for name in ("n_text", "context_before", "context_after"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    from mmsae.store.prefetch import resolve_workers
+
+    resolve_workers(cfg.workers)
     if cfg.model_dtype is not None and cfg.model_dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"model_dtype must be float32, bfloat16 or float16, got {cfg.model_dtype!r}")
 
@@ -251,34 +257,68 @@ def build_index(cfg: IndexConfig, on_chunk: Callable[[int, int], None] | None = 
 
 
 def _run(cfg, adapter, sae, source, layer, state, state_dir, rejects, start, n_records, on_chunk) -> None:
+    """The forward runs here; records are loaded and encoded ahead in workers, and the SAE encode,
+    running top-N and the chunk saves run behind in an update thread (`_Updater`), one batch apart."""
     import time
+    from itertools import chain
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from mmsae.store.files import atomic_path
-    from mmsae.store.stream import capture_batches
+    from mmsae.store.background import Background
+    from mmsae.store.prefetch import prepared_batches
+    from mmsae.store.stream import forward
 
     R = cfg.chunk_records
+    segments = [range(lo, min(lo + R, n_records)) for lo in range(start, n_records, R)]
+    batches = prepared_batches(adapter, source, segments, cfg.batch_size, cfg.max_seq_len, cfg.workers,
+                               pin_memory=adapter.device.type == "cuda")
+    first = next(batches, None)  # starts the workers before this process has threads of its own (fork)
     columns = [TextColumn("index"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.fields[tps]} tok/s")]
-    with Progress(*columns, disable=not cfg.progress) as bar:
+    updater = _Updater(cfg, sae, state, state_dir, rejects, on_chunk)
+    with Progress(*columns, disable=not cfg.progress) as bar, \
+            Background(updater, maxsize=cfg.update_queue, name="mmsae-index-update") as background:
         task = bar.add_task("records", total=n_records, completed=start, tps="-")
         t0, n_tok = time.perf_counter(), 0
-        for lo in range(start, n_records, R):
-            chunk, hi = lo // R, min(lo + R, n_records)
-            buffer = ChunkBuffer()
-            for consumed, captured in capture_batches(adapter, source, range(lo, hi), layer, cfg.batch_size,
-                                                      rejects, cfg.max_seq_len):
-                for c in captured:
-                    if key_problem(c) is not None:
-                        rejects(c.index, c.id, key_problem(c))
-                captured = [c for c in captured if key_problem(c) is None]
-                n_tok += state.add_batch(captured, sae, cfg.sae_batch_tokens)
-                buffer.add(captured)
-                bar.update(task, advance=len(consumed), tps=f"{n_tok / max(time.perf_counter() - t0, 1e-9):,.0f}")
-            buffer.write(state_dir, chunk, *state.referenced())
-            saved = {"state": state.state_dict(), "next_record": hi, "reject_bytes": rejects.sync()}
-            with atomic_path(state_dir / STATE_FILE) as tmp:
-                torch.save(saved, tmp)
-            if on_chunk is not None:
-                on_chunk(chunk, hi)
+        for s, last, prepared in chain([first] if first else [], batches):
+            captured = forward(adapter, prepared, layer)
+            background.put((segments[s], last, prepared.rejects, captured))
+            n_tok += sum(len(c.table) for c in captured)
+            bar.update(task, advance=len(prepared.consumed),
+                       tps=f"{n_tok / max(time.perf_counter() - t0, 1e-9):,.0f}")
+
+
+class _Updater:
+    """The update thread's handler: fold a batch into the running state; after a chunk's last batch
+    write its Parquet files, then save the state with the next record (the resume point), then call
+    on_chunk. The resume point only moves once everything before it is on disk."""
+
+    def __init__(self, cfg: IndexConfig, sae, state: IndexState, state_dir: Path, rejects: Rejects, on_chunk):
+        self.cfg, self.sae, self.state, self.state_dir = cfg, sae, state, state_dir
+        self.rejects, self.on_chunk = rejects, on_chunk
+        self.buffer: ChunkBuffer | None = None
+
+    def __call__(self, item) -> None:
+        from mmsae.store.files import atomic_path
+
+        records, last, rejected, captured = item
+        if self.buffer is None:
+            self.buffer = ChunkBuffer()
+        for r in rejected:
+            self.rejects(*r)
+        for c in captured:
+            if key_problem(c) is not None:
+                self.rejects(c.index, c.id, key_problem(c))
+        captured = [c for c in captured if key_problem(c) is None]
+        self.state.add_batch(captured, self.sae, self.cfg.sae_batch_tokens)
+        self.buffer.add(captured)
+        if not last:
+            return
+        chunk, hi = records.start // self.cfg.chunk_records, records.stop
+        self.buffer.write(self.state_dir, chunk, *self.state.referenced())
+        self.buffer = None
+        saved = {"state": self.state.state_dict(), "next_record": hi, "reject_bytes": self.rejects.sync()}
+        with atomic_path(self.state_dir / STATE_FILE) as tmp:
+            torch.save(saved, tmp)
+        if self.on_chunk is not None:
+            self.on_chunk(chunk, hi)

@@ -30,6 +30,9 @@ def index_command(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     model_dtype: Annotated[str | None, typer.Option(help="Load the model in this dtype.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    workers: Annotated[int | None, typer.Option(
+        help="Data-loader processes that load and encode ahead of the model (0: in process; "
+             "default: one per core but one, at most 4). Any value gives the same index.")] = None,
 ) -> None:
     """Top images (with patch maps), top text contexts and statistics of every SAE feature -> OUT/index.duckdb."""
     from rich.console import Console
@@ -47,7 +50,7 @@ def index_command(
             rank_by=rank_by, n_text=n_text, context_before=context_before, context_after=context_after,
             batch_size=batch_size, chunk_records=chunk_records, sae_batch_tokens=sae_batch_tokens,
             max_records=max_records, max_seq_len=max_seq_len, max_image_pixels=max_image_pixels, device=device,
-            model_dtype=model_dtype, progress=progress,
+            model_dtype=model_dtype, progress=progress, workers=workers,
         )
         path = build_index(cfg)
     except (AdapterError, SAEConfigError, ValueError, FileNotFoundError, ImportError) as e:

@@ -198,7 +198,11 @@ def render_contexts(windows_CW: np.ndarray, before: int, batch_decode: Callable[
         left, right = items(w[:before]), items(w[before + 1:])
         layout.append((left, len(pieces), right))
         pieces.append([int(w[before])])
-    text = batch_decode(pieces) if pieces else []
+    # A (sample, position) is in the top-N of many features, so the same runs recur: decode each once.
+    unique: dict[tuple[int, ...], int] = {}
+    which = [unique.setdefault(tuple(piece), len(unique)) for piece in pieces]
+    decoded = batch_decode([list(u) for u in unique]) if unique else []
+    text = [decoded[u] for u in which]
     show = lambda its: " ".join(x if isinstance(x, str) else text[x] for x in its).strip()  # noqa: E731
     tokens = [text[c] for _, c, _ in layout]
     contexts = [" ".join(p for p in (show(le), f"<<{text[c]}>>", show(ri)) if p) for le, c, ri in layout]

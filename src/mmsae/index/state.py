@@ -72,50 +72,47 @@ class TokenBatch:
 
 
 def token_batch(captured: list, device: torch.device) -> TokenBatch:
-    """Build the per-token metadata of a batch from the captured records' token tables."""
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("sample", "mod", "pos", "slot", "ord", "disp", "lo", "hi")}
-    display: list[np.ndarray] = []
-    slot_key: list[int] = []
-    slot_tokens: list[int] = []
-    n_disp = 0
+    """Build the per-token metadata of a batch from the captured records' token tables, with array
+    operations over the whole batch (it runs beside the forward: Python loops would hold the GIL)."""
     for c in captured:
-        t = c.table
-        S = len(t)
         if key_problem(c) is not None:
             raise ValueError(f"record {c.id}: {key_problem(c)}")
-        mod = t.modality.astype(np.int64)
-        img = t.image_index.astype(np.int64)
-        slot = np.full(S, -1, np.int64)
-        ord_ = np.full(S, -1, np.int64)
-        for m in np.unique(img[(mod == IMAGE) & (img >= 0)]):
-            sel = np.flatnonzero((mod == IMAGE) & (img == m))
-            slot[sel] = len(slot_key)
-            ord_[sel] = np.arange(len(sel))
-            slot_key.append(int(image_key(c.index, int(m))))
-            slot_tokens.append(len(sel))
-        # Display stream: every token outside images, and one mark per image (its run of tokens).
-        in_image = img >= 0
-        run_start = in_image & ~np.concatenate([[False], in_image[:-1]])
-        shown = ~in_image | run_start
-        ids = np.where(in_image, IMAGE_MARK, t.token_id).astype(np.int64)[shown]
-        disp = np.full(S, -1, np.int64)
-        disp[shown] = n_disp + np.arange(int(shown.sum()))
-        disp[in_image] = -1
-        for name, arr in (("sample", np.full(S, c.index, np.int64)), ("mod", mod),
-                          ("pos", t.position.astype(np.int64)), ("slot", slot), ("ord", ord_), ("disp", disp),
-                          ("lo", np.full(S, n_disp, np.int64)), ("hi", np.full(S, n_disp + len(ids), np.int64))):
-            cols[name].append(arr)
-        display.append(ids)
-        n_disp += len(ids)
-
-    def cat(name):
-        return torch.as_tensor(np.concatenate(cols[name]) if cols[name] else np.zeros(0, np.int64), device=device)
-
-    return TokenBatch(cat("sample"), cat("mod"), cat("pos"), cat("slot"), cat("ord"), cat("disp"), cat("lo"),
-                      cat("hi"), torch.as_tensor(np.concatenate(display) if display else np.zeros(0, np.int64),
-                                                 device=device),
-                      torch.as_tensor(slot_key, dtype=torch.int64, device=device),
-                      torch.as_tensor(slot_tokens, dtype=torch.int64, device=device))
+    z = np.zeros(0, np.int64)
+    S_B = np.array([len(c.table) for c in captured], np.int64)
+    cat = lambda get: np.concatenate([get(c.table) for c in captured]).astype(np.int64) if captured else z  # noqa: E731
+    mod_T, img_T, pos_T, tok_T = cat(lambda t: t.modality), cat(lambda t: t.image_index), cat(lambda t: t.position), \
+        cat(lambda t: t.token_id)
+    T = len(mod_T)
+    seq_T = np.repeat(np.arange(len(captured)), S_B)
+    sample_B = np.array([c.index for c in captured], np.int64)
+    first_T = np.zeros(T, bool)
+    first_T[np.cumsum(S_B)[:-1][S_B[1:] > 0] if len(S_B) > 1 else []] = True
+    if T:
+        first_T[0] = True
+    # Image slots, in (record, image index) order; a token's ord is its rank among its slot's tokens.
+    is_img_T = (mod_T == IMAGE) & (img_T >= 0)
+    pair_I, inv_I = np.unique(seq_T[is_img_T] * (1 << IMAGE_BITS) + img_T[is_img_T], return_inverse=True)
+    inv_I = inv_I.reshape(-1)
+    slot_tokens = np.bincount(inv_I, minlength=len(pair_I)).astype(np.int64)
+    ord_I = np.empty(len(inv_I), np.int64)
+    order = np.argsort(inv_I, kind="stable")  # tokens of a slot stay in sequence order
+    ord_I[order] = np.arange(len(inv_I)) - np.repeat(np.cumsum(slot_tokens) - slot_tokens, slot_tokens)
+    slot_T, ord_T = np.full(T, -1, np.int64), np.full(T, -1, np.int64)
+    slot_T[is_img_T], ord_T[is_img_T] = inv_I, ord_I
+    slot_key = image_key(sample_B[pair_I >> IMAGE_BITS], pair_I & ((1 << IMAGE_BITS) - 1))
+    # Display stream: every token outside images, and one mark per image (its run of tokens).
+    in_image_T = img_T >= 0
+    prev_T = np.concatenate([[False], in_image_T[:-1]]) & ~first_T
+    shown_T = ~in_image_T | (in_image_T & ~prev_T)
+    display_ids = np.where(in_image_T, IMAGE_MARK, tok_T)[shown_T]
+    disp_T = np.full(T, -1, np.int64)
+    disp_T[shown_T & ~in_image_T] = np.flatnonzero(~in_image_T[shown_T])
+    n_shown_B = np.bincount(seq_T[shown_T], minlength=len(captured)).astype(np.int64)
+    lo_B = np.cumsum(n_shown_B) - n_shown_B
+    t = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)  # noqa: E731
+    return TokenBatch(t(np.repeat(sample_B, S_B)), t(mod_T), t(pos_T), t(slot_T), t(ord_T), t(disp_T),
+                      t(np.repeat(lo_B, S_B)), t(np.repeat(lo_B + n_shown_B, S_B)), t(display_ids), t(slot_key),
+                      t(slot_tokens))
 
 
 def sparse_entries(sae, acts_TD: Tensor, block: int) -> tuple[Tensor, Tensor, Tensor]:

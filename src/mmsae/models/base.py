@@ -69,6 +69,16 @@ def _hidden(out):
     return out[0] if isinstance(out, tuple) else out
 
 
+class _ConfigOnly:
+    """Stands in for the model in `Adapter.model_free()`: the config, nothing to run."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def eval(self):
+        return self
+
+
 class Adapter:
     """Base class; one subclass per model family. Family quirks live only in the subclasses."""
 
@@ -144,7 +154,13 @@ class Adapter:
 
         Right padding (the default) keeps every real token's activations equal to those of the
         unpadded sequence; use "left" for batched generation. Table positions count from the
-        sequence's first real token either way; image_index counts the sample's own images."""
+        sequence's first real token either way; image_index counts the sample's own images.
+        It is `finish_encode(prepare(prompts))`: the model-free part, then the part that needs the model."""
+        return self.finish_encode(self.prepare(prompts, padding_side))
+
+    def prepare(self, prompts: Sequence[Prompt], padding_side: str = "right") -> Encoded:
+        """The CPU part of `encode` that needs the processor and the config but not the weights, so
+        that data-loader workers can run it (on `model_free()`) while the model runs the previous batch."""
         images: list[Image.Image] = []
         nested: list[list[Image.Image]] = []
         texts: list[str] = []
@@ -176,6 +192,28 @@ class Adapter:
         ]
         return Encoded(inputs=inputs, tables=tables)
 
+    def finish_encode(self, enc: Encoded) -> Encoded:
+        """The part of `encode` that needs the model (Chameleon's VQ codes); nothing for most families."""
+        return enc
+
+    def model_free(self) -> Adapter:
+        """A copy that can `prepare` but holds no weights: cheap to pickle into a data-loader worker,
+        and any use of the model there fails loudly instead of running a second copy."""
+        import copy
+
+        light = copy.copy(self)
+        light.model = _ConfigOnly(self.model.config)
+        return light
+
+    def _special_ids(self) -> np.ndarray:
+        """Ids of structural tokens, minus the image placeholder; computed once (idefics scans its vocabulary)."""
+        cached = self.__dict__.get("_special_ids_cache")
+        if cached is None:
+            special = set(self.tokenizer.all_special_ids) | self.extra_special_ids()
+            special.discard(self.image_token_id)
+            cached = self._special_ids_cache = np.array(sorted(special), np.int64)
+        return cached
+
     def _table(self, b: int, inputs: dict, images: list[ImageTokens]) -> TokenTable:
         ids_S = inputs["input_ids"][b].cpu().numpy()
         mask_S = inputs.get("attention_mask")
@@ -185,36 +223,33 @@ class Adapter:
         first = int(np.argmax(mask_S)) if mask_S.any() else 0
         table.position[:] = np.arange(n) - first
         table.token_id[:] = ids_S
-        special = set(self.tokenizer.all_special_ids) | self.extra_special_ids()
-        placeholder = self.image_token_id
-        special.discard(placeholder)
         table.modality[:] = TEXT
-        table.modality[np.isin(ids_S, list(special))] = SPECIAL
+        table.modality[np.isin(ids_S, self._special_ids())] = SPECIAL
         table.modality[~mask_S] = SPECIAL  # padding, whatever its id
-        slots_N = np.flatnonzero((ids_S == placeholder) & mask_S)
+        slots_N = np.flatnonzero((ids_S == self.image_token_id) & mask_S)
         want = sum(len(t.modality) for t in images)
         if want != len(slots_N):
             raise AdapterError(
                 f"{self.family}: sequence {b} has {len(slots_N)} image placeholder tokens but the "
                 f"geometry gives {want}; the processor and adapter disagree"
             )
-        start = 0
-        for image_index, toks in enumerate(images):
-            pos = slots_N[start : start + len(toks.modality)]
-            start += len(toks.modality)
-            table.modality[pos] = toks.modality
-            table.image_index[pos] = image_index
-            table.tile[pos] = toks.tile
-            table.patch_row[pos] = toks.patch_row
-            table.patch_col[pos] = toks.patch_col
-            table.box[pos] = toks.box
+        if images:  # the images fill the placeholder slots in order: one scatter for all of them
+            toks = ImageTokens.cat(images)
+            table.modality[slots_N] = toks.modality
+            table.image_index[slots_N] = np.repeat(np.arange(len(images), dtype=np.int32),
+                                                   [len(t.modality) for t in images])
+            table.tile[slots_N] = toks.tile
+            table.patch_row[slots_N] = toks.patch_row
+            table.patch_col[slots_N] = toks.patch_col
+            table.box[slots_N] = toks.box
         return table
 
     def _to_device(self, inputs: dict) -> dict:
         out = {}
         for k, v in inputs.items():
             if isinstance(v, torch.Tensor):
-                v = v.to(self.device)
+                # pinned (a data loader's pin_memory): copy without waiting for the queued forward
+                v = v.to(self.device, non_blocking=v.device.type == "cpu" and v.is_pinned())
                 if v.is_floating_point():
                     v = v.to(self.dtype)
             out[k] = v

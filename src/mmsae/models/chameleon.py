@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import Adapter, Encoded, Prompt
+from .base import Adapter, Encoded
 from .llava import clip_view
 from .table import IMAGE, ImageTokens
 
@@ -42,8 +42,8 @@ class ChameleonAdapter(Adapter):
         per = round(math.sqrt(self.processor.image_seq_length))
         return ImageTokens.grid(affine, per, per, ch / per, cw / per)
 
-    def encode(self, samples: list[Prompt], padding_side: str = "right") -> Encoded:
-        enc = super().encode(samples, padding_side)
+    def finish_encode(self, enc: Encoded) -> Encoded:
+        """The VQ codes come from the model's own tokenizer tower, so this runs where the model is."""
         if "pixel_values" not in enc.inputs:
             return enc
         with torch.inference_mode():

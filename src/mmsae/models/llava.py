@@ -152,9 +152,19 @@ class LlavaNextAdapter(LlavaAdapter):
                             (RR % grid).astype(np.int32), (CC % grid).astype(np.int32), box)
         if not newline:
             return feats
-        w = len(C_N)
-        parts = []
-        for i, r in enumerate(R_N):
-            parts.append(feats.take(np.arange(i * w, (i + 1) * w)))
-            parts.append(ImageTokens.special(1, tile=-1, row=int(r)))  # image_newline after grid row r
-        return ImageTokens.cat(parts)
+        return with_row_ends(feats, len(C_N), R_N)
+
+
+def with_row_ends(feats: ImageTokens, width: int, rows_R: np.ndarray) -> ImageTokens:
+    """`feats` (row-major, `width` per row) with one special token (`image_newline`, tile -1,
+    patch_row = that row's number) after each row, placed by index arithmetic, not a loop over rows."""
+    n_rows = len(rows_R)
+    ends = ImageTokens.special(n_rows, tile=-1)
+    ends.patch_row[:] = rows_R
+    out = ImageTokens.cat([feats, ends])
+    # row i's tokens go to i*(width+1) .. i*(width+1)+width-1, its end token right after
+    where_N = np.concatenate([(np.arange(n_rows * width) // width) * (width + 1) + np.arange(n_rows * width) % width,
+                              np.arange(n_rows) * (width + 1) + width])
+    order = np.empty_like(where_N)
+    order[where_N] = np.arange(len(where_N))
+    return out.take(order)

@@ -17,6 +17,7 @@ from .llava import (
     best_resolution,
     clip_view,
     unpad_slice,
+    with_row_ends,
 )
 from .table import IMAGE, ImageTokens
 
@@ -24,10 +25,21 @@ from .table import IMAGE, ImageTokens
 def image_only_processor(image_processor, tokenizer, num_image_tokens: int, vision_aspect_ratio: str,
                          strategy: str = "full"):
     """A OneVision processor without the video processor (which needs torchvision)."""
+    return _processor_class()(image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=num_image_tokens,
+                              vision_aspect_ratio=vision_aspect_ratio, strategy=strategy)
+
+
+def _processor_class():
+    """Built on first use (transformers is imported lazily) under a module-level name, so that pickle
+    finds it: data-loader workers that are not forked receive the processor pickled."""
+    cls = globals().get("OneVisionImageProcessor")
+    if cls is not None:
+        return cls
     from transformers import LlavaOnevisionProcessor, ProcessorMixin
 
     class OneVisionImageProcessor(LlavaOnevisionProcessor):
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, num_image_tokens=0,
+                     vision_aspect_ratio="", strategy="full", **kwargs):
             self.num_image_tokens = num_image_tokens
             self.vision_feature_select_strategy = strategy
             self.image_token, self.video_token = "<image>", "<video>"
@@ -36,7 +48,15 @@ def image_only_processor(image_processor, tokenizer, num_image_tokens: int, visi
             self.vision_aspect_ratio = vision_aspect_ratio
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    return OneVisionImageProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    OneVisionImageProcessor.__qualname__ = "OneVisionImageProcessor"
+    globals()["OneVisionImageProcessor"] = OneVisionImageProcessor
+    return OneVisionImageProcessor
+
+
+def __getattr__(name: str):
+    if name == "OneVisionImageProcessor":  # unpickling in a fresh process
+        return _processor_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OneVisionAdapter(LlavaNextAdapter):
@@ -106,18 +126,14 @@ class OneVisionAdapter(LlavaNextAdapter):
         nh, nw = int(ch // ratio), int(cw // ratio)
         fh, fw = ch / nh, cw / nw
         p = crop / grid
-        parts = []
-        for i in range(nh):
-            j_N = np.arange(nw)
-            r0, r1 = rows.start + i * fh, rows.start + (i + 1) * fh
-            c0_N, c1_N = cols.start + j_N * fw, cols.start + (j_N + 1) * fw
-            box = canvas.boxes(c0_N * p, np.full(nw, r0 * p), c1_N * p, np.full(nw, r1 * p))
-            R = int((r0 + r1) / 2)
-            C_N = ((c0_N + c1_N) / 2).astype(int)
-            parts.append(ImageTokens(np.full(nw, IMAGE, np.int8), (1 + (R // grid) * npw + C_N // grid).astype(np.int32),
-                                     np.full(nw, R % grid, np.int32), (C_N % grid).astype(np.int32), box))
-            parts.append(ImageTokens.special(1, tile=-1, row=i))
-        return ImageTokens.cat(parts)
+        i_N, j_N = np.divmod(np.arange(nh * nw), nw)  # shrunk row, column of each token
+        r0_N, r1_N = rows.start + i_N * fh, rows.start + (i_N + 1) * fh
+        c0_N, c1_N = cols.start + j_N * fw, cols.start + (j_N + 1) * fw
+        box = canvas.boxes(c0_N * p, r0_N * p, c1_N * p, r1_N * p)
+        R_N, C_N = ((r0_N + r1_N) / 2).astype(int), ((c0_N + c1_N) / 2).astype(int)
+        feats = ImageTokens(np.full(nh * nw, IMAGE, np.int8), (1 + (R_N // grid) * npw + C_N // grid).astype(np.int32),
+                            (R_N % grid).astype(np.int32), (C_N % grid).astype(np.int32), box)
+        return with_row_ends(feats, nw, np.arange(nh))
 
 
 ADAPTERS = [OneVisionAdapter]

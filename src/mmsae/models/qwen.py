@@ -13,6 +13,15 @@ from .table import Affine, ImageTokens
 
 def image_only_processor(image_processor, tokenizer):
     """A Qwen-VL processor without the video processor (which needs torchvision)."""
+    return _processor_class()(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def _processor_class():
+    """Built on first use (transformers is imported lazily) under a module-level name, so that pickle
+    finds it: data-loader workers that are not forked receive the processor pickled."""
+    cls = globals().get("QwenImageProcessor")
+    if cls is not None:
+        return cls
     from transformers import ProcessorMixin
     from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
@@ -24,7 +33,15 @@ def image_only_processor(image_processor, tokenizer):
             self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    return QwenImageProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    QwenImageProcessor.__qualname__ = "QwenImageProcessor"
+    globals()["QwenImageProcessor"] = QwenImageProcessor
+    return QwenImageProcessor
+
+
+def __getattr__(name: str):
+    if name == "QwenImageProcessor":  # unpickling in a fresh process
+        return _processor_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class QwenVLAdapter(Adapter):

@@ -25,6 +25,9 @@ def harvest_command(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda:N.")] = "auto",
     model_dtype: Annotated[str | None, typer.Option(help="Load the model in this dtype.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    workers: Annotated[int | None, typer.Option(
+        help="Data-loader processes that load and encode ahead of the model (0: in process; "
+             "default: one per core but one, at most 4). Any value gives the same store.")] = None,
 ) -> None:
     """Capture the residual stream after decoder block LAYER into a resumable store.
 
@@ -42,6 +45,7 @@ def harvest_command(
             include_special=include_special, dtype=dtype, batch_size=batch_size,
             records_per_shard=records_per_shard, max_records=max_records, max_seq_len=max_seq_len,
             max_image_pixels=max_image_pixels, device=device, model_dtype=model_dtype, progress=progress,
+            workers=workers,
         )
         manifest = harvest(cfg)
     except (AdapterError, ValueError, FileNotFoundError, ImportError) as e:

@@ -42,6 +42,12 @@ class HarvestConfig:
     device: str = "auto"  # auto: cuda:LOCAL_RANK when available, else cpu
     model_dtype: str | None = None  # e.g. bfloat16 on GPU; None keeps the checkpoint's
     progress: bool = True
+    # Data-loader processes that load and encode records while the model runs (0: in process;
+    # None: one per core but the forward's, at most 4). Not part of the store's identity: any
+    # value gives the same bytes.
+    workers: int | None = None
+    # Batches handed to the shard-writer thread ahead of it; bounds the activations held in flight.
+    write_queue: int = 2
 
     def identity(self) -> dict:
         """What must match for a rerun to resume into the same store."""
@@ -74,8 +80,12 @@ def _check_model(cfg: HarvestConfig) -> None:
         raise ValueError(f"tokens must be one of {SELECTIONS}")
     if cfg.dtype not in DTYPES or (cfg.model_dtype is not None and cfg.model_dtype not in DTYPES):
         raise ValueError(f"dtype must be one of {tuple(DTYPES)}")
-    if cfg.batch_size < 1 or cfg.records_per_shard < 1:
-        raise ValueError("batch_size and records_per_shard must be >= 1")
+    for name in ("batch_size", "records_per_shard", "write_queue"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)!r}")
+    from .prefetch import resolve_workers
+
+    resolve_workers(cfg.workers)
 
 
 def _check_resume(root: Path, identity: dict, rank: int) -> None:
@@ -126,6 +136,9 @@ def harvest(cfg: HarvestConfig) -> dict | None:
 
 
 def _run(cfg, adapter, source, root: Path, todo: list[int], n_records: int, rank: int) -> None:
+    """The forward runs here; loading/encoding run ahead in workers, shard assembly and writes behind
+    in a writer thread. A shard's commit marker is written (last) by that thread once its files are
+    durable, so a kill -9 anywhere leaves only whole shards behind."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -134,28 +147,49 @@ def _run(cfg, adapter, source, root: Path, todo: list[int], n_records: int, rank
         TimeRemainingColumn,
     )
 
-    from .stream import capture_batches
+    from itertools import chain
+
+    from .background import Background
+    from .prefetch import prepared_batches
+    from .stream import forward
 
     R = cfg.records_per_shard
+    segments = [range(k * R, min((k + 1) * R, n_records)) for k in todo]
+    batches = prepared_batches(adapter, source, segments, cfg.batch_size, cfg.max_seq_len, cfg.workers,
+                               pin_memory=adapter.device.type == "cuda")
+    first = next(batches, None)  # starts the workers before this process has threads of its own (fork)
     columns = [TextColumn("harvest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.fields[tps]} tok/s")]
-    with Progress(*columns, disable=not cfg.progress or rank != 0, transient=False) as bar:
-        task = bar.add_task("records", total=sum(min(R, n_records - k * R) for k in todo), tps="-")
-        for k in todo:
-            shard = ShardBuilder(k, (k * R, min((k + 1) * R, n_records)), adapter.d_model)
-            reject = lambda i, sid, reason: shard.reject(i, sid, reason)  # noqa: E731
-            t0 = _now()
-            for consumed, captured in capture_batches(adapter, source, range(*shard.records), cfg.layer,
-                                                      cfg.batch_size, reject, cfg.max_seq_len):
-                n_tok = 0
-                for c in captured:
-                    keep_S = selected(c.table.modality, cfg.tokens, cfg.include_special)
-                    shard.add(c.index, c.id, c.table, c.acts_SD, keep_S, DTYPES[cfg.dtype])
-                    n_tok += len(c.table)
-                t1 = _now()
-                bar.update(task, tps=f"{n_tok / max(t1 - t0, 1e-9):,.0f}", advance=len(consumed))
-                t0 = t1
-            shard.write(root, DTYPES[cfg.dtype])
+    writer = _ShardWriter(cfg, root, adapter.d_model)
+    with Progress(*columns, disable=not cfg.progress or rank != 0, transient=False) as bar, \
+            Background(writer, maxsize=cfg.write_queue, name="mmsae-shard-writer") as background:
+        task = bar.add_task("records", total=sum(len(s) for s in segments), tps="-")
+        t0, n_tok = _now(), 0
+        for s, last, prepared in chain([first] if first else [], batches):
+            captured = forward(adapter, prepared, cfg.layer)
+            background.put((todo[s], segments[s], last, prepared.rejects, captured))
+            n_tok += sum(len(c.table) for c in captured)
+            bar.update(task, tps=f"{n_tok / max(_now() - t0, 1e-9):,.0f}", advance=len(prepared.consumed))
+
+
+class _ShardWriter:
+    """The writer thread's handler: one shard at a time, written when its last batch arrives."""
+
+    def __init__(self, cfg: HarvestConfig, root: Path, d_in: int):
+        self.cfg, self.root, self.d_in = cfg, root, d_in
+        self.dtype = DTYPES[cfg.dtype]
+        self.shard: ShardBuilder | None = None
+
+    def __call__(self, item) -> None:
+        k, records, last, rejects, captured = item
+        if self.shard is None:
+            self.shard = ShardBuilder(k, (records.start, records.stop), self.d_in)
+        for r in rejects:
+            self.shard.reject(*r)
+        self.shard.add_batch(captured, self.cfg.tokens, self.cfg.include_special, self.dtype)
+        if last:
+            self.shard.write(self.root, self.dtype)
+            self.shard = None
 
 
 def _now() -> float:

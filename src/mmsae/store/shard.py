@@ -38,20 +38,19 @@ def selected(modality_S: np.ndarray, tokens: str, include_special: bool) -> np.n
 
 @dataclass
 class ShardBuilder:
-    """Accumulates the sequences of one shard."""
+    """Accumulates the sequences of one shard: activations per batch, token-table columns per record;
+    the Parquet table is built once, column by column, when the shard is written."""
 
     index: int
     records: tuple[int, int]
     d_in: int
     acts: list[torch.Tensor] = field(default_factory=list)
-    tables: list[pa.Table] = field(default_factory=list)
+    parts: list[tuple[int, str, TokenTable, np.ndarray]] = field(default_factory=list)  # + shard_row_S
     rejects: list[dict] = field(default_factory=list)
     n_rows: int = 0
     n_samples: int = 0
     sum_D: torch.Tensor | None = None
     sum_norm: float = 0.0
-    rows_by_modality: list[int] = field(default_factory=lambda: [0, 0, 0])
-    tokens_by_modality: list[int] = field(default_factory=lambda: [0, 0, 0])
 
     def __post_init__(self):
         self.sum_D = torch.zeros(self.d_in, dtype=torch.float64)
@@ -59,7 +58,9 @@ class ShardBuilder:
     def add(self, sample_index: int, sample_id: str, table: TokenTable, acts_SD: torch.Tensor,
             keep_S: np.ndarray, dtype: torch.dtype) -> None:
         rows_N = np.flatnonzero(keep_S)
-        x_ND = acts_SD[torch.as_tensor(rows_N, device=acts_SD.device)].detach().to("cpu", torch.float64)
+        acts_SD = acts_SD.detach()
+        # statistics of the activations as the model made them, before the cast to the stored dtype
+        x_ND = acts_SD[torch.as_tensor(rows_N, device=acts_SD.device)].to("cpu", torch.float64)
         self.sum_D += x_ND.sum(0)
         self.sum_norm += float(x_ND.norm(dim=1).sum())
         self.acts.append(x_ND.to(dtype))
@@ -67,10 +68,19 @@ class ShardBuilder:
         shard_row[rows_N] = self.n_rows + np.arange(len(rows_N))
         self.n_rows += len(rows_N)
         self.n_samples += 1
-        for m in range(3):
-            self.rows_by_modality[m] += int((table.modality[rows_N] == m).sum())
-            self.tokens_by_modality[m] += int((table.modality == m).sum())
-        self.tables.append(_arrow(self.index, sample_index, sample_id, table, shard_row))
+        self.parts.append((sample_index, sample_id, table, shard_row))
+
+    def add_batch(self, captured: list, tokens: str, include_special: bool, dtype: torch.dtype) -> None:
+        """Add a batch of `stream.Captured`: one device-to-host copy for the batch, then per record."""
+        if not captured:
+            return
+        acts_TD = torch.cat([c.acts_SD.detach() for c in captured]).to("cpu")
+        start = 0
+        for c in captured:
+            n = len(c.table)
+            self.add(c.index, c.id, c.table, acts_TD[start:start + n], selected(c.table.modality, tokens,
+                                                                                include_special), dtype)
+            start += n
 
     def reject(self, sample_index: int, sample_id: str, reason: str) -> None:
         self.rejects.append({"index": sample_index, "id": sample_id, "reason": reason})
@@ -80,17 +90,18 @@ class ShardBuilder:
         acts_ND = torch.cat(self.acts) if self.acts else torch.zeros(0, self.d_in, dtype=dtype)
         with atomic_path(root / f"{stem}.safetensors") as tmp:
             save_file({"acts": acts_ND.contiguous(), "sum_D": self.sum_D}, str(tmp))
-        table = pa.concat_tables(self.tables) if self.tables else _arrow(self.index, 0, "", TokenTable.empty(0),
-                                                                         np.zeros(0, np.int64))
+        table = _arrow(self.index, self.parts)
         with atomic_path(root / f"{stem}.parquet") as tmp:
             pq.write_table(table, tmp)
+        modality_T = table["modality"].combine_chunks().indices.to_numpy()
+        is_row_T = table["shard_row"].is_valid().to_numpy(zero_copy_only=False)
         meta = {
             "index": self.index,
             "records": list(self.records),
             "n_rows": self.n_rows,
             "n_samples": self.n_samples,
-            "rows": dict(zip(MODALITIES, self.rows_by_modality)),
-            "tokens": dict(zip(MODALITIES, self.tokens_by_modality)),
+            "rows": dict(zip(MODALITIES, np.bincount(modality_T[is_row_T], minlength=3).tolist())),
+            "tokens": dict(zip(MODALITIES, np.bincount(modality_T, minlength=3).tolist())),
             "sum_norm": self.sum_norm,
             "rejects": self.rejects,
             "acts": f"{stem}.safetensors",
@@ -100,23 +111,33 @@ class ShardBuilder:
         return meta
 
 
-def _arrow(shard: int, sample_index: int, sample_id: str, t: TokenTable, shard_row: np.ndarray) -> pa.Table:
-    n = len(t)
-    cols = t.columns()
+def _arrow(shard: int, parts: list[tuple[int, str, TokenTable, np.ndarray]]) -> pa.Table:
+    """The shard's token table: every record's columns concatenated once (no per-record Arrow tables)."""
+    n_M = np.array([len(t) for _, _, t, _ in parts], np.int64)
+    n = int(n_M.sum())
+
+    def cat(get, dtype):
+        return np.concatenate([get(p) for p in parts]).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+    shard_row = cat(lambda p: p[3], np.int64)
+    ids = pa.array([sid for _, sid, _, _ in parts], pa.string())
     data = {
         "shard": pa.array(np.full(n, shard, np.int32)),
         "shard_row": pa.array(shard_row, mask=shard_row < 0),
-        "sample_index": pa.array(np.full(n, sample_index, np.int64)),
-        "sample_id": pa.array([sample_id] * n, pa.string()),
-        "position": pa.array(cols["position"]),
-        "token_id": pa.array(cols["token_id"]),
-        "modality": pa.DictionaryArray.from_arrays(pa.array(cols["modality"].astype(np.int8)),
+        "sample_index": pa.array(np.repeat(np.array([i for i, _, _, _ in parts], np.int64), n_M)),
+        "sample_id": pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), n_M)),
+                                                    ids).cast(pa.string()),
+        "position": pa.array(cat(lambda p: p[2].position, np.int32)),
+        "token_id": pa.array(cat(lambda p: p[2].token_id, np.int64)),
+        "modality": pa.DictionaryArray.from_arrays(pa.array(cat(lambda p: p[2].modality, np.int8)),
                                                    pa.array(list(MODALITIES))),
     }
     for name in ("image_index", "tile", "patch_row", "patch_col"):
-        data[name] = pa.array(cols[name], mask=cols[name] < 0)
-    for name in ("x0", "y0", "x1", "y1"):
-        data[name] = pa.array(cols[name].astype(np.float32), mask=np.isnan(cols[name]))
+        col = cat(lambda p, name=name: getattr(p[2], name), np.int32)
+        data[name] = pa.array(col, mask=col < 0)
+    for j, name in enumerate(("x0", "y0", "x1", "y1")):
+        col = cat(lambda p, j=j: p[2].box[:, j], np.float64)
+        data[name] = pa.array(col.astype(np.float32), mask=np.isnan(col))
     return pa.table(data)
 
 

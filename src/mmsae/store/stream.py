@@ -3,7 +3,6 @@ the feature index and online training share. Bad records are handed to `reject` 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -36,47 +35,40 @@ def load(source, i: int, reject: Rejector):
 
 
 def capture_batches(adapter, source, indices: Iterable[int], layer: int, batch_size: int, reject: Rejector,
-                    max_seq_len: int | None = None) -> Iterator[tuple[list[int], list[Captured]]]:
-    """Yield (record indices consumed, captured records) per batch, in index order.
+                    max_seq_len: int | None = None,
+                    workers: int | None = 0) -> Iterator[tuple[list[int], list[Captured]]]:
+    """Yield (record indices consumed, captured records) per batch of `batch_size` consecutive
+    indices, in order; rejected records leave their batch short.
 
     Every index appears in exactly one `consumed` list, whether captured or rejected, so callers can
-    checkpoint by the last consumed index."""
-    pending: list[tuple[int, object]] = []
-    consumed: list[int] = []
-    for i in indices:
-        consumed.append(i)
-        rec = load(source, i, reject)
-        if rec is not None:
-            pending.append((i, rec))
-        if len(pending) == batch_size:
-            yield consumed, _capture(adapter, pending, layer, reject, max_seq_len)
-            pending, consumed = [], []
-    if consumed:
-        yield consumed, _capture(adapter, pending, layer, reject, max_seq_len) if pending else []
+    checkpoint by the last consumed index. workers > 0 loads and encodes in data-loader workers
+    (`prefetch`), with the same batches and results as workers=0."""
+    from .prefetch import prepared_batches
+
+    for _, _, prepared in prepared_batches(adapter, source, [list(indices)], batch_size, max_seq_len, workers):
+        for r in prepared.rejects:
+            reject(*r)
+        yield prepared.consumed, forward(adapter, prepared, layer)
 
 
-def _capture(adapter, batch: list, layer: int, reject: Rejector, max_seq_len: int | None) -> list[Captured]:
-    """Encode and capture one batch; a sample the processor chokes on is isolated and rejected."""
-    from mmsae.models import Prompt
-
-    samples = [Prompt(rec.images, rec.text) for _, rec in batch]
-    try:
-        enc = adapter.encode(samples)
-    except Exception:
-        if len(batch) == 1:
-            i, rec = batch[0]
-            reject(i, rec.id, f"encode failed: {sys.exc_info()[0].__name__}: {sys.exc_info()[1]}")
-            return []
-        return [c for b in batch for c in _capture(adapter, [b], layer, reject, max_seq_len)]
-    acts_BSD = adapter.capture(enc.inputs, layer)
-    mask_BS = enc.inputs.get("attention_mask")
+def forward(adapter, prepared, layer: int) -> list[Captured]:
+    """Run the model over a `Prepared` batch: the residual stream of each record's real tokens."""
     out = []
-    for b, (i, rec) in enumerate(batch):
-        table = enc.tables[b]
-        real_S = np.ones(len(table), bool) if mask_BS is None else mask_BS[b].numpy().astype(bool)
-        real = np.flatnonzero(real_S)  # drop batch padding: it depends on the batch, not the sample
-        if max_seq_len is not None and len(real) > max_seq_len:
-            reject(i, rec.id, f"sequence of {len(real)} tokens > max_seq_len {max_seq_len}")
-            continue
-        out.append(Captured(i, rec.id, rec, table.take(real), acts_BSD[b, torch.as_tensor(real, device=acts_BSD.device)]))
+    for batch, enc in prepared.groups:
+        enc = adapter.finish_encode(enc)
+        acts_BSD = adapter.capture(enc.inputs, layer)
+        mask_BS = enc.inputs.get("attention_mask")
+        for b, (i, rec) in enumerate(batch):
+            table = enc.tables[b]
+            real_S = np.ones(len(table), bool) if mask_BS is None else mask_BS[b].numpy().astype(bool)
+            real = np.flatnonzero(real_S)  # drop batch padding: it depends on the batch, not the sample
+            out.append(Captured(i, rec.id, rec, table.take(real), _rows(acts_BSD[b], real)))
     return out
+
+
+def _rows(acts_SD: torch.Tensor, real: np.ndarray) -> torch.Tensor:
+    """acts_SD[real]: a slice when the real tokens are one run (right padding), so that no index
+    tensor goes to the device (a pageable upload waits for the forward already queued)."""
+    if len(real) and real[-1] - real[0] + 1 == len(real):
+        return acts_SD[int(real[0]):int(real[-1]) + 1]
+    return acts_SD[torch.as_tensor(real, device=acts_SD.device)]
