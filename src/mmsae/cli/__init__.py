@@ -1,8 +1,7 @@
 """The `mmsae` command tree: every sub-command is generated from one package's config dataclass.
 
-Each entry of CONFIG_COMMANDS names
-"module:ConfigClass:run_function[:formatter]"; the module is imported only when the command runs or shows its
-help, so `mmsae --help` stays fast. `mmsae.cli.configs` turns the dataclass into options (field docstrings are
+Each entry of CONFIG_COMMANDS names "module:ConfigClass:run_function[:formatter]"; the module is imported only
+when the command runs or shows its help, so `mmsae --help` stays fast. `mmsae.cli.configs` turns the dataclass into options (field docstrings are
 the help) and adds `--config FILE.yaml|json`; a formatter `(result, cfg) -> str | (str, exit_code)` prints
 the result for people and adds `--json` (without one the result is printed as JSON).
 
