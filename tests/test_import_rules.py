@@ -40,3 +40,16 @@ def test_a_back_edge_is_rejected(tmp_path):
     result = _lint(src, tmp_path)
     assert result.returncode != 0
     assert "mmsae.io -> mmsae.index" in result.stdout, result.stdout
+
+
+def test_every_package_says_its_job_and_what_it_may_import():
+    import ast
+    from pathlib import Path
+
+    import mmsae
+
+    root = Path(mmsae.__file__).parent
+    for init in sorted(root.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert doc.split("\n")[0].strip(), f"{init.parent.name}: no docstring saying its job"
+        assert "May import" in doc, f"{init.parent.name}: its docstring does not say what it may import"

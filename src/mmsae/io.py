@@ -69,14 +69,20 @@ def write_json(path: Path, obj) -> None:
 CONFIG_FILE = "config.json"
 
 
-def write_config(out_dir: Path, cfg) -> Path:
-    """The resolved config of a run (a dataclass), as `out_dir/config.json`; returns its path."""
+def write_config(out_dir: Path, cfg, name: str = CONFIG_FILE) -> Path:
+    """The resolved config of a run (a dataclass), as `out_dir/config.json` (or `out_dir/name`, for a run that
+    writes into a folder another run owns, such as explain into an index); returns its path."""
     from dataclasses import asdict, is_dataclass
 
     data = asdict(cfg) if is_dataclass(cfg) else dict(cfg)
-    path = Path(out_dir) / CONFIG_FILE
+    path = Path(out_dir) / name
     write_json(path, {"config": type(cfg).__name__, **data})
     return path
+
+
+def config_beside(file: Path) -> str:
+    """The config file name for a run whose output is one file: `out.png` -> `out.config.json`."""
+    return Path(file).name.rsplit(".", 1)[0] + ".config.json"
 
 
 class JsonlAppender:

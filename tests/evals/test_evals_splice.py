@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-import typer
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from mmsae.data import Record
-from mmsae.evals.cli import eval_sae_command
+from mmsae.cli import command
 from mmsae.evals.splice import evaluate_splice, next_token_targets, reconstruct, splice_fn, split_masks
 from mmsae.models import Prompt, load_adapter
 from mmsae.models.intervene import Site
@@ -166,10 +165,7 @@ def test_store_mean_and_a_trained_shape_sae(adapter, source):
 
 
 def _app():
-    app = typer.Typer()
-    app.command("eval-sae")(eval_sae_command)
-    app.callback()(lambda: None)
-    return app
+    return command()
 
 
 def _save_sae(path, d_in, layer=LAYER):
@@ -196,6 +192,16 @@ def test_cli_splices_with_the_store_settings(tmp_path):
         assert splice[split]["n_tokens"] > 0 and "ce_loss_recovered_mean" in splice[split]
     assert report["metrics"]["image"]["n_tokens"] == 3 * 64
     assert "recov_zero" in res.output and "fvu" in res.output
+    cfg = json.loads((tmp_path / "eval.config.json").read_text())  # the resolved config beside the report
+    assert cfg["config"] == "EvalSAEConfig" and cfg["splice_records"] == 2
+
+
+def test_cli_needs_a_store_or_splicing(tmp_path):
+    sae = _save_sae(tmp_path / "sae", 128)
+    res = CliRunner().invoke(_app(), ["eval-sae", "--sae", str(sae)])
+    assert res.exit_code == 2 and "give store" in res.output, res.output
+    res = CliRunner().invoke(_app(), ["eval-sae", "--sae", str(tmp_path / "nope"), "--splice-records", "1"])
+    assert res.exit_code == 2 and "no SAE at" in res.output, res.output
 
 
 @pytest.mark.parametrize("d_in,layer_args,message", [

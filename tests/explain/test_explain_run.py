@@ -1,5 +1,6 @@
 """`mmsae explain` over a hand-built feature index: rows, resume, failures, and the real HTTP path."""
 
+import json
 import os
 import sys
 import threading
@@ -11,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from index_fixture import concept_feature, world_index  # noqa: E402
@@ -157,13 +158,13 @@ def test_selection_limits_and_bad_items(index, tmp_path):
     with pytest.raises(ValueError, match="features 99, 100 are not in the index"):
         run_explain(cfg(index, features=[1, 99, 100]), FakeBackend("red"))
     with pytest.raises(ValueError, match="needs --base-url and --model"):
-        run_explain(cfg(index))
+        run_explain(cfg(index, backend="http"))  # no backend named: http with a base_url, else local
     bare = world_index(tmp_path / "bare", {2: concept_feature(0, N, "red", top=2)}, n=N, with_explanations=False)
     assert run_explain(cfg(bare), FakeBackend("red"))["table"]["explained"] == 1  # table created on demand
 
 
 def test_end_to_end_with_the_zoo_explainer_served_over_http(tmp_path):
-    from mmsae.cli import app
+    from mmsae.cli import command
     from mmsae.llm import make_server
     from mmsae.zoo import model_dir
 
@@ -178,10 +179,12 @@ def test_end_to_end_with_the_zoo_explainer_served_over_http(tmp_path):
         s = run_explain(cfg(index, backend="http", base_url=url, model="explainer", features=[0, 1], concurrency=2))
         assert s["prompt_version"] == "zoo-v1" and s["model"] == "explainer" and s["failed"] == 0
         # the CLI over the same server explains the third feature and skips the two done ones
-        result = CliRunner().invoke(app, ["explain", "--index", str(index), "--base-url", url, "--model", "explainer",
-                                          "--no-progress"])
+        result = CliRunner().invoke(command(), ["explain", "--index", str(index), "--base-url", url, "--model",
+                                                "explainer", "--no-progress"])
         assert result.exit_code == 0, result.output
         assert "1 features asked (2 of 3 already done)" in result.output
+        written = json.loads((index / "explain-config.json").read_text())  # the resolved config, in the index
+        assert written["config"] == "ExplainConfig" and written["backend"] == "http" and written["base_url"] == url
     finally:
         server.shutdown()
         server.server_close()
@@ -194,10 +197,11 @@ def test_end_to_end_with_the_zoo_explainer_served_over_http(tmp_path):
 
 
 def test_cli_rejects_bad_input_with_a_clear_message(index):
-    from mmsae.cli import app
+    from mmsae.cli import command
 
+    app = command()
     bad = CliRunner().invoke(app, ["explain", "--index", str(index), "--features", "1,x"])
-    assert bad.exit_code == 2 and "'x' is not a feature id" in bad.output
+    assert bad.exit_code == 2 and "features must be an integer, got 'x'" in bad.output
     no_url = CliRunner().invoke(app, ["explain", "--index", str(index), "--backend", "http", "--no-progress"])
     assert no_url.exit_code == 2 and "needs --base-url" in no_url.output
     missing = CliRunner().invoke(app, ["explain", "--index", str(index / "nope"), "--no-progress"])

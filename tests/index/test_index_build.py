@@ -270,10 +270,11 @@ def test_bad_record_is_rejected_and_the_rest_indexed(tmp_path, sae_dir):
 
 
 def test_cli_builds_an_index(tmp_path, sae_dir):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
-    from mmsae.cli import app
+    from mmsae.cli import command
 
+    app = command()
     out = tmp_path / "cli"
     args = ["index", "--sae", str(sae_dir), "--data", "world:n=6,seed=0", "--out", str(out), "--top-n", "3",
             "--rank-by", "mean", "--device", "cpu", "--no-progress"]
@@ -283,5 +284,10 @@ def test_cli_builds_an_index(tmp_path, sae_dir):
     assert read_meta(con)["rank_by"] == "mean"
     assert con.execute("SELECT bool_and(score = mean_act) FROM examples").fetchone()[0]
     con.close()
+    assert "features (" in result.stdout and str(out / "index.duckdb") in result.stdout
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"] == "IndexConfig" and cfg["top_n"] == 3 and cfg["model"]  # the default model filled in
+    as_json = CliRunner().invoke(app, [*args, "--json"])  # a rerun reuses the finished index
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout)["index"] == str(out / "index.duckdb")
     bad = CliRunner().invoke(app, ["index", "--sae", str(sae_dir), "--out", str(tmp_path / "bad"), "--layer", "1"])
     assert bad.exit_code == 2 and "trained on layer 3" in bad.output

@@ -144,15 +144,23 @@ def test_run_score_builds_default_scorers_and_records_what_it_cannot_do(tmp_path
 
 
 def test_score_cli_prints_a_table_and_names_bad_input(tmp_path, tiny_clip_dir):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
-    from mmsae.cli import app
+    from mmsae.cli import command
 
+    app = command()
     root = make_index(tmp_path)
     res = CliRunner().invoke(app, ["score", "--index", str(root), "--clip-model", str(tiny_clip_dir), "--trials", "5",
                                    "--features", "0,1,99"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "total" in res.output and "colour" in res.output and "1 out of range" in res.output
+    cfg = json.loads((root / "score-config.json").read_text())  # beside score-summary.json
+    assert cfg["config"] == "ScoreConfig" and cfg["features"] == [0, 1, 99] and cfg["trials"] == 5
+    # the config's own field names are the flags: --n-negatives, --judge-model (was --negatives, --explainer-model)
+    res = CliRunner().invoke(app, ["score", "--index", str(root), "--clip-model", str(tiny_clip_dir), "--trials", "5",
+                                   "--features", "0", "--n-negatives", "2", "--no-iou", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["config"]["n_negatives"] == 2
     res = CliRunner().invoke(app, ["score", "--index", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "no feature index" in res.output
 

@@ -4,18 +4,14 @@ import json
 
 import numpy as np
 import pytest
-import typer
+from click.testing import CliRunner
 from PIL import Image
-from typer.testing import CliRunner
 
-from mmsae.store.cli import harvest_command
+from mmsae.cli import command
 
 
 def _app():
-    app = typer.Typer()
-    app.command("harvest")(harvest_command)
-    app.callback()(lambda: None)  # keep "harvest" a sub-command, as in the full mmsae app
-    return app
+    return command()
 
 
 def _folder(root):
@@ -51,6 +47,9 @@ def test_harvest_folder_with_bad_images(llava_dir, tmp_path):
     assert m["n_samples"] == 5 and m["n_rejects"] == 4
     assert m["counts"]["rows"]["image"] == 5 * 16
     assert m["created_by"]["command"] and m["data"]["kind"] == "folder"
+    cfg = json.loads((out / "config.json").read_text())  # the resolved config, the model's default filled in
+    assert cfg["config"] == "HarvestConfig" and cfg["layer"] == 1 and cfg["batch_size"] == 3
+    assert "rows (d_in" in res.stdout and "4 rejected" in res.stdout
 
 
 @pytest.mark.parametrize("args,message", [
@@ -104,10 +103,10 @@ def test_harvest_jsonl_conversations_with_text_rows_and_rejects(llava_dir, tmp_p
 
 
 def test_harvest_is_registered_on_the_mmsae_app():
-    from mmsae.cli import app
-
-    res = CliRunner().invoke(app, ["harvest", "--help"])
+    res = CliRunner().invoke(command(), ["harvest", "--help"])
     assert res.exit_code == 0 and "--layer" in res.output and "--data" in res.output
+    missing = CliRunner().invoke(command(), ["harvest", "--out", "x"])
+    assert missing.exit_code == 2 and "--layer" in missing.output  # the layer is required, as before
 
 
 def test_missing_data_fails_before_any_work(llava_dir, tmp_path):

@@ -10,6 +10,9 @@ One forward and one backward give −z·∂d/∂z for every active feature at ev
 patching with zero as the patch, as in feature-circuits); `exact_top=N` checks the top N by rerunning
 with each zeroed, `ig_steps=n` averages the gradient along the path to zero (integrated gradients).
 `mmsae attribute` (mmsae.attribute.run) is the command line.
+
+May import (the layers of pyproject.toml's importlinter contract): explain, score, llm, index, train, evals,
+sae, store, models, data, world, viz, io, util, defaults; not its siblings steer, saev, finetune.
 """
 
 from .core import attribute

@@ -1,46 +1,35 @@
-"""The `mmsae` command: each sub-command is a thin shell over one package's Python API."""
+"""The `mmsae` command tree: every sub-command is generated from one package's config dataclass.
+
+Each entry of CONFIG_COMMANDS names "module:ConfigClass:run_function[:formatter]"; the module is imported only
+when the command runs or shows its help, so `mmsae --help` stays fast. `mmsae.cli.configs` turns the dataclass into options (field docstrings are
+the help) and adds `--config FILE.yaml|json`; a formatter `(result, cfg) -> str | (str, exit_code)` prints
+the result for people and adds `--json` (without one the result is printed as JSON).
+
+May import (the layers of pyproject.toml's importlinter contract): every package (it is the top layer; nothing
+imports it).
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import importlib
+import os
 
 import click
-import typer
 
-# The embedded default never downloads; users' HF models are local paths.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from ..world.cli import app as world_app  # noqa: E402
-from ..zoo.cli import app as zoo_app  # noqa: E402
-
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-app.add_typer(world_app, name="world")
-app.add_typer(zoo_app, name="zoo")
-
-
-from mmsae.store.cli import harvest_command  # noqa: E402
-app.command("harvest")(harvest_command)
-from mmsae.evals.cli import eval_sae_command  # noqa: E402
-from mmsae.explain.cli import serve_explainer_command  # noqa: E402
-
-app.command("eval-sae")(eval_sae_command)
-app.command("serve-explainer")(serve_explainer_command)
-from mmsae.explain.cli import explain_command  # noqa: E402
-app.command("explain")(explain_command)
-from mmsae.index.cli import index_command  # noqa: E402
-app.command("index")(index_command)
-from mmsae.score.cli import score_command  # noqa: E402
-app.command("score")(score_command)
-
-
-# Commands generated from their config dataclasses (`mmsae.cli.configs`): name -> "module:ConfigClass:function",
-# imported only when the command runs or shows its help. The older commands above move here one by one.
 CONFIG_COMMANDS: dict[str, str] = {
     "demo": "mmsae.pipeline.demo:DemoConfig:run_demo",
+    "world sample": "mmsae.world.run:SampleConfig:run_sample:format_sample",
+    "world mask": "mmsae.world.run:MaskConfig:run_mask:format_mask",
+    "zoo list": "mmsae.zoo.run:ZooListConfig:run_zoo_list:format_zoo_list",
+    "zoo eval": "mmsae.zoo.run:ZooEvalConfig:run_zoo_eval:format_zoo_eval",
+    "zoo train": "mmsae.zoo.run:ZooTrainJob:run_zoo_train",
+    "harvest": "mmsae.store.harvest:HarvestConfig:run_harvest:format_harvest",
     "train": "mmsae.train.run:TrainJob:run_train",
+    "eval-sae": "mmsae.evals.run:EvalSAEConfig:run_eval_sae:format_eval_sae",
+    "index": "mmsae.index.build:IndexConfig:run_index:format_index",
+    "explain": "mmsae.explain.run:ExplainConfig:run_explain:format_explain",
+    "serve-explainer": "mmsae.llm.server:ServeConfig:run_serve",
+    "score": "mmsae.score.run:ScoreConfig:run_score:format_score",
     "crossmodal": "mmsae.saev.crossmodal:CrossmodalConfig:run_crossmodal",
     "filter score": "mmsae.saev.filter:FilterScoreConfig:run_filter_score",
     "filter select": "mmsae.saev.filter:FilterSelectConfig:run_filter_select",
@@ -50,6 +39,7 @@ CONFIG_COMMANDS: dict[str, str] = {
     "attribute": "mmsae.attribute.run:AttributeConfig:run_attribute",
     "steer": "mmsae.steer.run:SteerConfig:run_steer",
 }
+# Help for commands whose config class has no docstring of its own (a class docstring wins).
 CONFIG_HELP = {
     "demo": "The whole pipeline on the embedded world: writes OUT/report.md, OUT/metrics.json and pictures.",
     "crossmodal": "SAE-V cross-modal weight of every feature of an index (stored in it; Parquet export).",
@@ -62,7 +52,9 @@ CONFIG_HELP = {
     "steer": "Answer one prompt unsteered and with SAE features clamped, added or scaled, side by side.",
 }
 GROUP_HELP = {"filter": "Score multimodal records with SAE-V features and keep the best.",
-              "export": "Write the index in formats hosted viewers read."}
+              "export": "Write the index in formats hosted viewers read.",
+              "world": "The embedded procedural world.",
+              "zoo": "The zoo of LMMs trained on the embedded world."}
 
 
 class _ConfigGroup(click.Group):
@@ -93,22 +85,23 @@ class _ConfigGroup(click.Group):
             return _ConfigGroup(name, prefix=f"{self.prefix}{name} ", help=GROUP_HELP.get(name), no_args_is_help=True)
         from .configs import class_summary, config_command
 
-        module, cls_name, func = CONFIG_COMMANDS[full].split(":")
+        module, cls_name, func, *fmt = CONFIG_COMMANDS[full].split(":")
         mod = importlib.import_module(module)
         cls = getattr(mod, cls_name)
         own_doc = cls.__dict__.get("__doc__") and not cls.__doc__.startswith(f"{cls.__name__}(")
-        return config_command(name, cls, getattr(mod, func), help=cls.__doc__ if own_doc else CONFIG_HELP.get(full) or class_summary(cls))
+        return config_command(name, cls, getattr(mod, func), formatter=getattr(mod, fmt[0]) if fmt else None,
+                              help=cls.__doc__ if own_doc else CONFIG_HELP.get(full) or class_summary(cls))
 
 
 def command() -> click.Group:
-    """The whole `mmsae` command tree: the typer commands above plus CONFIG_COMMANDS."""
-    typer_group = typer.main.get_command(app)
-    group = _ConfigGroup("mmsae", help=typer_group.help, no_args_is_help=True)
-    for name, cmd in typer_group.commands.items():
-        group.add_command(cmd, name)
-    return group
+    """The whole `mmsae` command tree (CONFIG_COMMANDS)."""
+    return _ConfigGroup("mmsae", help="Sparse autoencoders for large multimodal models: harvest, train, index, "
+                        "explain, score, steer.", no_args_is_help=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     """The `mmsae` entry point."""
+    # The embedded default never downloads; users' HF models are local paths. Set here, not at import, so that
+    # importing mmsae.cli from Python changes nothing in the caller's environment.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     command().main(args=argv, prog_name="mmsae")

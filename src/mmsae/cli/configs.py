@@ -1,6 +1,6 @@
 """Turn a config dataclass into a click command: one option per field, the field's docstring as its help.
 
-Why not tyro or jsonargparse: click is already here (typer is built on it), commands load lazily, and this keeps
+Why not tyro or jsonargparse: click is small and already a dependency, commands load lazily, and this keeps
 exact control of help, of `--config FILE` with CLI flags overriding, and of the `error: ...` / exit-2 contract.
 
 Rules (CONVENTIONS.md, "Configs are the CLI"):

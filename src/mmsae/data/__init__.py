@@ -7,6 +7,8 @@
   hf:PATH      | a `save_to_disk` dir   Hugging Face datasets (options: split, image_column, ...)
   parquet:PATH | PATH.parquet | a dir of .parquet files
 Options after '?' for path specs: `jsonl:data.jsonl?image_root=imgs`, `hf:ds?split=test`.
+
+May import (the layers of pyproject.toml's importlinter contract): world, viz, io, util, defaults.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""SAE evaluation: reconstruction metrics per modality and spliced LM metrics (CE/KL recovered, delta LM loss)."""
+"""SAE evaluation: reconstruction metrics per modality and spliced LM metrics (CE/KL recovered, delta LM loss).
+
+May import (the layers of pyproject.toml's importlinter contract): sae, store, models, data, world, viz, io,
+util, defaults; not its sibling train.
+"""
 
 from mmsae.evals.lm import SpliceMetrics, ce_loss_recovered, token_ce, token_kl
 from mmsae.evals.metrics import MODALITY_CODES, SPLITS, ReconstructionMetrics, modality_codes

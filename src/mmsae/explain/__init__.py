@@ -1,6 +1,10 @@
 """Explanations of SAE features by a larger LMM: prompts, strict parsing, the answers into the index.
 
-The chat backends (HTTP, local HF, the server) live in `mmsae.llm`."""
+The chat backends (HTTP, local HF, the server) live in `mmsae.llm`.
+
+May import (the layers of pyproject.toml's importlinter contract): llm, index, train, evals, sae, store, models,
+data, world, viz, io, util, defaults; not its sibling score.
+"""
 
 from __future__ import annotations
 

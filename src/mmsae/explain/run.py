@@ -17,6 +17,7 @@ from PIL import Image
 from ..index.read import (
     example_image,
     feature_examples_many,
+    index_file,
     index_source,
     open_index,
     read_meta,
@@ -36,32 +37,62 @@ ZOO_SERVED_NAME = "explainer"  # the name `mmsae serve-explainer` gives the zoo 
 
 @dataclass
 class ExplainConfig:
-    index: Path  # directory holding index.duckdb
-    features: list[int] | None = None  # None: every alive feature with top images, most frequent first
-    limit: int | None = None  # at most this many of the selected features
-    backend: str = "http"  # "http": an OpenAI-compatible server | "local": an HF LMM in this process
-    base_url: str | None = None  # http: e.g. http://127.0.0.1:8008/v1
-    model: str | None = None  # http: the model name the server serves
-    api_key_env: str = "OPENAI_API_KEY"  # http: the key is read from this variable, never stored or logged
-    concurrency: int = 8  # http: requests in flight
+    """Explain features from their masked top images; answers go to the index's explanations table.
+
+    Rerunning skips features already explained by this model and prompt version (resume after a kill)."""
+
+    index: Path
+    """feature index directory (holds index.duckdb)"""
+    features: list[int] | None = None
+    """feature ids, e.g. 1,2,7-9 (None: every alive feature with top images, most frequent first)"""
+    limit: int | None = None
+    """explain at most N of the selected features"""
+    backend: str | None = None
+    """http (an OpenAI-compatible server) | local (an HF LMM in this process); None: http when base_url is
+    given, else local"""
+    base_url: str | None = None
+    """http: the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8008/v1"""
+    model: str | None = None
+    """http: the model name the server serves"""
+    api_key_env: str = "OPENAI_API_KEY"
+    """http: the environment variable holding the API key (the key is never stored or logged)"""
+    concurrency: int = 8
+    """http: requests in flight"""
     timeout_s: float = 120.0
+    """http: seconds per request"""
     retries: int = 4
+    """http: retries per request (exponential backoff)"""
     max_tokens: int = 64
-    model_path: Path | None = None  # local: HF model directory; default: the zoo explainer
-    prompt: str | None = None  # template name or JSON path; default: zoo-v1 for the zoo explainer, else paper-v1
-    n_images: int = 5  # masked top images per feature (the paper uses 5)
-    mask_threshold: float = 0.0  # patches with an activation above this stay visible
-    mask_relative: bool = False  # read mask_threshold as a fraction of each image's peak activation
-    max_side: int | None = 1024  # larger masked images are scaled down before they are sent
-    chunk_size: int = 32  # features per backend batch and per transaction
-    retry_failed: bool = False  # ask again the features whose stored row failed
-    source: str | None = None  # data source spec overriding the index's meta.data (e.g. moved files)
-    cache: bool = True  # http: keep answers under <index>/explain-cache (a killed chunk is not re-asked)
-    stop_after_failed_chunks: int | None = 3  # stop when this many chunks in a row fail on every request
+    """tokens the explainer may answer with"""
+    model_path: Path | None = None
+    """local: HF model directory (None: the zoo explainer)"""
+    prompt: str | None = None
+    """template name or JSON file (None: zoo-v1 for the zoo explainer, else paper-v1)"""
+    n_images: int = 5
+    """masked top images per feature (the paper uses 5)"""
+    mask_threshold: float = 0.0
+    """activation above which a patch stays visible"""
+    mask_relative: bool = False
+    """read mask_threshold as a fraction of each image's peak activation"""
+    max_side: int | None = 1024
+    """larger masked images are scaled down to this side before they are sent"""
+    chunk_size: int = 32
+    """features per backend batch and per transaction"""
+    retry_failed: bool = False
+    """ask again the features whose stored row failed"""
+    source: str | None = None
+    """data source spec replacing the index's meta.data (e.g. the images moved)"""
+    cache: bool = True
+    """http: keep answers under <index>/explain-cache (a killed chunk is not asked again)"""
+    stop_after_failed_chunks: int | None = 3
+    """stop when this many chunks in a row fail on every request (None: never stop)"""
     progress: bool = True
+    """show a progress bar"""
 
     def validate(self, has_backend: bool = False) -> None:
         self.index = Path(self.index)
+        if self.backend is None:  # an injected backend object is named by `model`, as an http one is
+            self.backend = "http" if self.base_url or has_backend else "local"
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.backend == "http" and not has_backend and not (self.base_url and self.model):
@@ -190,9 +221,12 @@ def run_explain(cfg: ExplainConfig, backend=None) -> dict:
 
     `backend` may be any object with `name` and `complete_many(list_of_messages) -> list[Completion]`;
     by default the config's HTTP or local backend is built (and closed at the end)."""
+    from ..io import write_config
+
     cfg.validate(has_backend=backend is not None)
     template = PromptTemplate.load(default_prompt(cfg))
     con = open_index(cfg.index, read_only=False)
+    write_config(index_file(cfg.index).parent, cfg, "explain-config.json")  # beside what it writes into
     own_backend = backend is None
     t0 = time.perf_counter()
     counts = dict.fromkeys(EXPLANATION_STATUSES, 0)
@@ -234,3 +268,14 @@ def run_explain(cfg: ExplainConfig, backend=None) -> dict:
             "stopped": stopped, "elapsed_s": round(elapsed, 3),
             "features_per_min": round(n / (elapsed / 60), 1) if elapsed > 0 and n else 0.0,
             "table": table}
+
+
+def format_explain(s: dict, cfg: ExplainConfig) -> tuple[str, int]:
+    """The run's counts for people; exit code 1 when the run stopped on a dead backend."""
+    text = (f"{s['written']} features asked ({s['skipped']} of {s['selected']} already done) with {s['model']} / "
+            f"{s['prompt_version']}: explained {s['explained']}, uninterpretable {s['uninterpretable']}, "
+            f"failed {s['failed']}  ({s['features_per_min']} features/min)\n"
+            f"  in the index for this model and prompt: " + ", ".join(f"{k} {v}" for k, v in s["table"].items()))
+    if s["stopped"]:
+        return text + f"\nstopped: {s['stopped']}", 1
+    return text, 0

@@ -5,6 +5,9 @@
 
 `loop.train_loop` is the one optimisation loop (the zoo trains with it too); `chat` turns records into
 masked token batches; `corrupt` builds the corrupted world instruction set; `ifd` scores records by IFD.
+
+May import (the layers of pyproject.toml's importlinter contract): explain, score, llm, index, train, evals,
+sae, store, models, data, world, viz, io, util, defaults; not its siblings steer, attribute, saev.
 """
 
 from .config import FinetuneConfig

@@ -18,6 +18,9 @@ view, pipeline) does it through these functions, and no module outside it runs S
 Schema: mmsae.index.db.TABLES (the contract in the project notes, plus features.n_special_fires and
 images.n_patches), versioned by meta's `schema_version` (db.SCHEMA_VERSION); open_index refuses an index
 of another version.
+
+May import (the layers of pyproject.toml's importlinter contract): train, evals, sae, store, models, data,
+world, viz, io, util, defaults.
 """
 
 from .build import IndexConfig, build_index

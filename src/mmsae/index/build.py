@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from mmsae.io import JsonlAppender
+from mmsae.io import JsonlAppender, write_config
 from mmsae.models.table import IMAGE
 
 from .db import CHUNK_SCHEMAS, INDEX_FILE, chunk_file, write_index
@@ -44,28 +44,52 @@ def default_model() -> str:
 
 @dataclass
 class IndexConfig:
-    out: str  # index directory: index.duckdb, rejects.jsonl, index.json (and state/ while running)
-    sae: str  # SAE checkpoint folder (mmsae, SAELens or sparsify format)
+    """Top images (with patch maps), top text contexts and statistics of every SAE feature -> OUT/index.duckdb."""
+
+    out: str
+    """index directory: index.duckdb, rejects.jsonl, index.json (and state/ while running); rerun to resume"""
+    sae: str
+    """SAE checkpoint folder (mmsae, SAELens or sparsify)"""
     model: str = field(default_factory=default_model)
+    """model directory (default: the zoo subject)"""
     data: str = "world:n=1000,seed=0"
-    prompt: str | None = None  # None: the source's default ("<image>" for images)
-    layer: int | None = None  # None: the SAE's recorded hook layer
-    top_n: int = 20  # top images per feature
-    rank_by: str = "max"  # max | mean: over the image's tokens
-    n_text: int = 20  # top text tokens per feature (0: none)
-    context_before: int = 8  # tokens shown before / after a text token in its context
+    """data source: world:n=N,seed=S | a folder, .jsonl, hf: or .parquet path"""
+    prompt: str | None = None
+    """prompt template with <image> and {text} (None: the source's default, "<image>" for images)"""
+    layer: int | None = None
+    """decoder block, 0-indexed (None: the SAE's recorded hook layer)"""
+    top_n: int = 20
+    """top images kept per feature"""
+    rank_by: str = "max"
+    """rank images by the max or the mean over their tokens: max | mean"""
+    n_text: int = 20
+    """top text tokens kept per feature (0: none)"""
+    context_before: int = 8
+    """context tokens shown before a text token"""
     context_after: int = 4
-    batch_size: int = 8  # sequences per forward pass
-    chunk_records: int = 256  # records between two saves of the running state (the unit of resume)
-    sae_batch_tokens: int = 4096  # tokens per SAE encode call (TopK builds a dense [tokens, F] matrix)
+    """context tokens shown after a text token"""
+    batch_size: int = 8
+    """sequences per forward pass"""
+    chunk_records: int = 256
+    """records between two saves of the running state (the unit of resume)"""
+    sae_batch_tokens: int = 4096
+    """tokens per SAE encode call (TopK builds a dense [tokens, F] matrix)"""
     max_records: int | None = None
-    max_seq_len: int | None = None  # longer sequences are rejected
+    """index only the first N records"""
+    max_seq_len: int | None = None
+    """reject longer sequences"""
     max_image_pixels: int = 64_000_000
-    device: str = "auto"  # auto: cuda when available, else cpu
-    model_dtype: str | None = None  # e.g. bfloat16 on GPU; None keeps the checkpoint's
+    """reject larger images"""
+    device: str = "auto"
+    """auto (cuda when available, else cpu) | cpu | cuda | cuda:N"""
+    model_dtype: str | None = None
+    """load the model in this dtype (e.g. bfloat16 on GPU; None keeps the checkpoint's)"""
     progress: bool = True
-    workers: int | None = None  # data-loader processes encoding ahead (0: in process; None: cores - 1, at most 4)
-    update_queue: int = 2  # batches queued for the SAE/top-N thread; bounds the activations in flight
+    """show a progress bar"""
+    workers: int | None = None
+    """data-loader processes encoding ahead (0: in process; None: cores - 1, at most 4); not part of the identity"""
+    update_queue: int = 2
+    """batches queued for the SAE/top-N thread; bounds the activations in flight"""
 
     def identity(self) -> dict:
         """What must match for a rerun to resume into (or reuse) the same directory (not `workers` or
@@ -202,6 +226,7 @@ def build_index(cfg: IndexConfig, on_chunk: Callable[[int, int], None] | None = 
     identity = {**cfg.identity(), "layer": layer, "model_fingerprint": model_fingerprint(cfg.model),
                 "sae_fingerprint": model_fingerprint(cfg.sae), "source": source.describe()}
     _check_resume(root, identity)
+    write_config(root, cfg)
     final, state_dir = root / INDEX_FILE, root / STATE_DIR
     if final.exists():  # complete; explain/score may have added rows since, so never rebuild
         open_index(final).close()  # ...but an index of another schema version is not returned as if it were fine
@@ -322,3 +347,24 @@ class _Updater:
             torch.save(saved, tmp)
         if self.on_chunk is not None:
             self.on_chunk(chunk, hi)
+
+
+def run_index(cfg: IndexConfig) -> dict:
+    """`mmsae index`: build (or resume, or reuse) the index; returns its path and counts."""
+    from .read import feature_counts, read_meta
+
+    path = build_index(cfg)
+    con = open_index(path)
+    try:
+        meta = read_meta(con)
+        live, with_examples = feature_counts(con)
+    finally:
+        con.close()
+    return {"index": str(path), "n_latents": meta["n_latents"], "fired": live, "with_examples": with_examples,
+            "n_tokens": meta["n_tokens"], "n_samples": meta["n_samples"], "n_rejects": meta["n_rejects"]}
+
+
+def format_index(result: dict, cfg: IndexConfig) -> str:
+    r = result
+    return (f"{r['n_latents']:,} features ({r['fired']:,} fired, {r['with_examples']:,} with top images) over "
+            f"{r['n_tokens']:,} tokens of {r['n_samples']:,} samples, {r['n_rejects']} rejected -> {r['index']}")

@@ -55,6 +55,14 @@ def read_meta(con: duckdb.DuckDBPyConnection) -> dict:
     return out
 
 
+def feature_counts(con) -> tuple[int, int]:
+    """(features that fired at least once, features with at least one top image)."""
+    live, with_examples = con.execute(
+        "SELECT count(*) FILTER (n_fires > 0), (SELECT count(DISTINCT feature) FROM examples) FROM features"
+    ).fetchone()
+    return int(live), int(with_examples)
+
+
 def has_feature(con, feature: int) -> bool:
     return bool(con.execute("SELECT count(*) FROM features WHERE feature = ?", [int(feature)]).fetchone()[0])
 

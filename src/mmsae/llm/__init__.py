@@ -3,6 +3,9 @@ OpenAI-compatible server over a local model.
 
 Every backend answers a batch of chats with `complete_many(list_of_messages) -> list[Completion]` and never
 raises for one bad chat: each completion carries its text or its error.
+
+May import (the layers of pyproject.toml's importlinter contract): index, train, evals, sae, store, models,
+data, world, viz, io, util, defaults.
 """
 
 from .client import Completion, HTTPChat, HTTPChatConfig, LocalChat

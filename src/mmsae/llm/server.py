@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -62,3 +63,43 @@ def make_server(model_path: str | Path, host: str = "127.0.0.1", port: int = 800
             })
 
     return ThreadingHTTPServer((host, port), Handler)
+
+
+@dataclass
+class ServeConfig:
+    """Expose a local HF LMM as an OpenAI-compatible /v1/chat/completions endpoint (until Ctrl-C)."""
+
+    model: Path | None = None
+    """HF model directory (None: the zoo's explainer)"""
+    host: str = "127.0.0.1"
+    """bind address (loopback by default)"""
+    port: int = 8008
+    """port (0 picks a free one)"""
+    name: str | None = None
+    """the model name clients must ask for (None: the folder's name)"""
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port!r}")
+
+
+def run_serve(cfg: ServeConfig) -> dict:
+    """Serve until interrupted; returns what was served and where."""
+    import sys
+
+    from mmsae.defaults import zoo_model_dir
+
+    path = Path(cfg.model) if cfg.model is not None else zoo_model_dir("explainer")
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no Hugging Face model at {path} (config.json missing)")
+    server = make_server(path, cfg.host, cfg.port, cfg.name)
+    host, port = server.server_address[:2]
+    name = cfg.name or path.name
+    print(f"serving {path} as {name!r} on http://{host}:{port}/v1", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return {"model": str(path), "name": name, "url": f"http://{host}:{port}/v1"}

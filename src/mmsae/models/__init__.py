@@ -15,6 +15,8 @@ qwen2_vl, qwen2_5_vl, idefics3, smolvlm, gemma3, chameleon. `mmsae.models.tiny` 
 random model of each offline. Every encoded sequence gets a TokenTable: position, token id,
 modality (text / image / special), image index, tile, patch row/col and the pixel box in the
 original image.
+
+May import (the layers of pyproject.toml's importlinter contract): data, world, viz, io, util, defaults.
 """
 
 from .base import IMAGE_PLACEHOLDER, Adapter, AdapterError, Encoded, Prompt

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from jaxtyping import Float
 from PIL import Image
+
+from mmsae.util import check_shape
 
 from .table import SPECIAL, TEXT, ImageTokens, TokenTable
 
@@ -255,7 +258,7 @@ class Adapter:
             out[k] = v
         return out
 
-    def capture(self, inputs: dict, layer: int, early_exit: bool = True) -> torch.Tensor:
+    def capture(self, inputs: dict, layer: int, early_exit: bool = True) -> Float[torch.Tensor, "B S D"]:
         """Residual stream after block `layer` for every position: acts_BSD.
 
         With early_exit the forward pass stops right after that block (blocks above it, the final
@@ -269,15 +272,24 @@ class Adapter:
                 raise _EarlyExit(acts_BSD)
             box["acts"] = acts_BSD
 
+        ids_BS = inputs.get("input_ids") if hasattr(inputs, "get") else None
+        if ids_BS is not None:
+            check_shape("inputs['input_ids']", ids_BS, "B S")
         handle = self.decoder_layers()[layer].register_forward_hook(hook)
         try:
             with torch.inference_mode():
                 self.model(**self._to_device(inputs), use_cache=False)
         except _EarlyExit as stop:
-            return stop.acts_BSD
+            acts_BSD = stop.acts_BSD
+        else:
+            acts_BSD = box["acts"]
         finally:
             handle.remove()
-        return box["acts"]
+        # a family whose block output is not [B, S, d_model] (packed sequences, a tuple unwrapped wrongly) would
+        # silently misalign every token-table row downstream: fail here, naming both shapes
+        B, S = (ids_BS.shape if ids_BS is not None else (None, None))
+        check_shape("acts_BSD", acts_BSD, "B S D", B=B, S=S, D=self.d_model)
+        return acts_BSD
 
     @contextlib.contextmanager
     def replace(self, layer: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:

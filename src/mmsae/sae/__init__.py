@@ -1,4 +1,8 @@
-"""SAE kinds behind one interface, sparse kernels, and checkpoint formats (own, SAELens, sparsify)."""
+"""SAE kinds behind one interface, sparse kernels, and checkpoint formats (own, SAELens, sparsify).
+
+May import (the layers of pyproject.toml's importlinter contract): store, models, data, world, viz, io, util,
+defaults.
+"""
 
 from mmsae.sae.base import SAE, SAEOutput, default_lr, geometric_median
 from mmsae.sae.batchtopk import BatchTopKSAE

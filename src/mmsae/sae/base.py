@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, ClassVar
 
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
 
 from mmsae.sae.codes import Codes
 from mmsae.sae.config import SAEConfig, SAEConfigError
 from mmsae.sae.kernels import sparse_decode
+from mmsae.util import ShapeError, check_shape
 
 # Sums a tensor over data-parallel ranks; the identity in one process.
 Reduce = Callable[[Tensor], Tensor]
@@ -42,6 +45,42 @@ class SAEOutput:
 _REGISTRY: dict[str, type[SAE]] = {}
 
 
+def _checked_encode(fn):
+    """encode with its input checked: x_BD is [B, D=d_in] (a clear error, not a matmul's, names both shapes)."""
+
+    @functools.wraps(fn)
+    def encode(self, x_BD: Float[Tensor, "B D"], *args, **kwargs) -> Codes:
+        d_in = self.cfg.d_in
+        if x_BD.ndim != 2 or x_BD.shape[1] != d_in:
+            if x_BD.ndim >= 1 and x_BD.shape[-1] != d_in:
+                raise SAEConfigError(f"input width {x_BD.shape[-1]} does not match the SAE's d_in {d_in}: x_BD "
+                                     f"must have shape [B, D={d_in}], got {list(x_BD.shape)}")
+            check_shape("x_BD", x_BD, "B D", D=d_in)
+        return fn(self, x_BD, *args, **kwargs)
+
+    encode._shape_checked = True
+    return encode
+
+
+def _checked_decode(fn):
+    """decode with its codes checked: values [B, K] with indices [B, K], or dense values [B, F=n_latents]."""
+
+    @functools.wraps(fn)
+    def decode(self, codes: Codes, *args, **kwargs) -> Float[Tensor, "B D"]:
+        n = self.cfg.n_latents
+        if codes.n_latents != n:
+            raise ShapeError(f"codes have n_latents {codes.n_latents}, the SAE has {n}")
+        if codes.indices is not None:
+            check_shape("codes.values", codes.values, "B K")
+            check_shape("codes.indices", codes.indices, "B K", B=codes.values.shape[0], K=codes.values.shape[1])
+        else:
+            check_shape("codes.values", codes.values, "B F", F=n)
+        return fn(self, codes, *args, **kwargs)
+
+    decode._shape_checked = True
+    return decode
+
+
 def register(kind: str):
     def wrap(cls: type[SAE]) -> type[SAE]:
         cls.kind = kind
@@ -61,6 +100,14 @@ class SAE(nn.Module):
     kind: ClassVar[str] = ""
     # Kinds whose decoder rows are held at unit norm during training (TopK family).
     unit_norm_decoder: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # every kind's encode/decode checks shapes at the public boundary, whatever the kind implements
+        for name, check in (("encode", _checked_encode), ("decode", _checked_decode)):
+            own = cls.__dict__.get(name)
+            if own is not None and not getattr(own, "_shape_checked", False):
+                setattr(cls, name, check(own))
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -117,6 +164,7 @@ class SAE(nn.Module):
     def encode(self, x_BD: Tensor) -> Codes:
         raise NotImplementedError
 
+    @_checked_decode
     def decode(self, codes: Codes) -> Tensor:
         if codes.indices is not None:
             return sparse_decode(codes.values, codes.indices, self.W_dec) + self.b_dec

@@ -6,4 +6,7 @@
     from mmsae.saev.patches import patch_scores, mask_image
 
 Submodules are imported on use so that the configs stay light to import.
+
+May import (the layers of pyproject.toml's importlinter contract): explain, score, llm, index, train, evals,
+sae, store, models, data, world, viz, io, util, defaults; not its siblings steer, attribute, finetune.
 """

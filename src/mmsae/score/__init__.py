@@ -1,5 +1,9 @@
 """Scores of explanations: IoU of grounded segmentations with activation regions, CLIP score, detection
-(balanced accuracy of a judge), each with its random baseline; `run_score` scores a whole index."""
+(balanced accuracy of a judge), each with its random baseline; `run_score` scores a whole index.
+
+May import (the layers of pyproject.toml's importlinter contract): llm, index, train, evals, sae, store, models,
+data, world, viz, io, util, defaults; not its sibling explain.
+"""
 
 from .clip_score import ClipScorer
 from .detection import DetectionJudge, DetectionResult, detection_score

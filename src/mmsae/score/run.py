@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from ..index import results
-from ..index.read import feature_examples_many, feature_ids, feature_max_acts, open_index, read_meta, resolve_paths
+from ..index.read import (feature_examples_many, feature_ids, feature_max_acts, index_file, open_index, read_meta,
+                          resolve_paths)
 from ..index.write import ScoreRow, write_scores
-from ..io import write_json
+from ..io import write_config, write_json
 from .iou import (binarise, concept_groups, explanation_class, mean_iou, random_explanation_iou, random_region_iou,
                   region_mask)
 from .pool import build_pool
 from .scorers import Scorers, build_scorers, load_images
-from .summary import METRICS, summarise
+from .summary import METRICS, format_score, summarise  # noqa: F401 (format_score: `mmsae score`'s printout)
 
 SUMMARY_FILE = "score-summary.json"
 IOU_METRICS = ("iou", "iou_random", "iou_random_expl", "iou_random_images")
@@ -37,38 +38,75 @@ METRIC_SEED = {m: i for i, m in enumerate(METRICS)}
 
 @dataclass
 class ScoreConfig:
-    index: Path  # directory holding index.duckdb
-    features: list[int] | None = None  # None: every explained feature of the explanation set
+    """Score the explanations of an index (IoU, CLIP, detection, random baselines) into its `scores` table."""
+
+    index: Path
+    """index directory (holds index.duckdb with explanations)"""
+    features: list[int] | None = None
+    """feature ids, e.g. 1,2,7-9 (None: every explained feature of the explanation set)"""
     limit: int | None = None
-    explainer: str | None = None  # explanation set: the explainer model (default: the set with most explanations)
+    """score at most this many features"""
+    explainer: str | None = None
+    """explanation set: the explainer model (None: the set with most explanations)"""
     prompt_version: str | None = None
+    """explanation set: the prompt version"""
     iou: bool = True
+    """IoU score and its random baselines (random images, explanations, regions)"""
     clip: bool = True
+    """CLIP score and its random-explanation baseline"""
     detection: bool = False
-    segmenter: str | None = None  # world | grounded-sam; None: world on a world index, else grounded-sam
+    """detection score (balanced accuracy of a judge)"""
+    segmenter: str | None = None
+    """world | grounded-sam (None: world on a world index, else grounded-sam)"""
     grounding_model: Path | None = None
+    """GroundingDINO checkpoint directory (grounded-sam)"""
     sam_model: Path | None = None
-    box_threshold: float = 0.3  # GroundingDINO's box threshold (the paper's 0.3)
+    """SAM checkpoint directory (grounded-sam)"""
+    box_threshold: float = 0.3
+    """GroundingDINO's box threshold (the paper's 0.3)"""
     text_threshold: float = 0.25
-    phrase_url: str | None = None  # an OpenAI-compatible LLM turning explanations into entity phrases
-    phrase_model: str | None = None  # (default: the rule in segment.rule_phrase)
-    clip_model: Path | None = None  # default: the zoo's CLIP
-    judge_model: Path | None = None  # detection judge, local HF LMM (default on a world index: the zoo subject)
-    judge_url: str | None = None  # ... or an OpenAI-compatible server
-    judge_name: str | None = None  # the model name that server serves
-    detection_template: str | None = None  # default: detect-zoo-v1 for zoo judges, else detect-yesno-v1
-    n_images: int = 5  # top images per feature (the paper's 5)
-    threshold: float = 0.0  # activation region: patches above threshold x the image's peak
-    trials: int = 100  # random-baseline trials per feature
-    n_negatives: int | None = None  # non-activating images per feature (default: as many as top images)
-    random_images: bool = True  # the iou_random_images baseline (streams pool_records through model + SAE)
-    pool_records: int = 200  # random records streamed through model + SAE (negatives, iou_random_images)
-    negative_tolerance: float = 0.01  # "~0": at most this fraction of the feature's max activation
+    """GroundingDINO's text threshold"""
+    phrase_url: str | None = None
+    """an OpenAI-compatible LLM server turning explanations into entity phrases"""
+    phrase_model: str | None = None
+    """the model name that server serves (None: the rule in segment.rule_phrase)"""
+    clip_model: Path | None = None
+    """HF CLIP checkpoint (None: the zoo's CLIP)"""
+    judge_model: Path | None = None
+    """detection judge: a local HF LMM (None on a world index: the zoo subject)"""
+    judge_url: str | None = None
+    """detection judge: an OpenAI-compatible server instead"""
+    judge_name: str | None = None
+    """the model name that judge server serves"""
+    detection_template: str | None = None
+    """detection template: detect-zoo-v1, detect-yesno-v1 or a JSON file (None: detect-zoo-v1 for zoo judges,
+    else detect-yesno-v1)"""
+    n_images: int = 5
+    """top images per feature (the paper's 5)"""
+    threshold: float = 0.0
+    """activation region: patches above this fraction of the image's peak"""
+    trials: int = 100
+    """random-baseline trials per feature"""
+    n_negatives: int | None = None
+    """non-activating images per feature (None: as many as top images)"""
+    random_images: bool = True
+    """the paper's code's IoU baseline: the explanation and the feature on random images of the data (streams
+    pool_records through model + SAE)"""
+    pool_records: int = 200
+    """random records streamed through model + SAE: non-activating images for detection, random images for the
+    iou_random_images baseline"""
+    negative_tolerance: float = 0.01
+    """a non-activating image activates at most this fraction of the feature's max activation"""
     seed: int = 0
-    chunk_size: int = 16  # features per transaction
-    source: str | None = None  # data source spec overriding meta.data (e.g. the images moved)
+    """seed of the random baselines and the random-image pool"""
+    chunk_size: int = 16
+    """features per transaction"""
+    source: str | None = None
+    """data source spec replacing the index's meta.data (e.g. the images moved)"""
     device: str | None = None
+    """cpu | cuda (None: cuda when available)"""
     progress: bool = True
+    """show progress bars"""
 
     def validate(self) -> None:
         self.index = Path(self.index)
@@ -130,6 +168,7 @@ def run_score(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
     callers holding loaded models)."""
     cfg.validate()
     con = open_index(cfg.index, read_only=False)
+    write_config(index_file(cfg.index).parent, cfg, "score-config.json")  # beside score-summary.json
     try:
         meta = resolve_paths(read_meta(con), cfg.index)
         exp_set = choose_set(con, cfg.explainer, cfg.prompt_version)

@@ -65,3 +65,37 @@ def table_rows(summary: dict) -> list[list[str]]:
     rows = [[cls] + [cell(stats.get(m)) for m in metrics] for cls, stats in summary["per_class"].items()]
     rows.append(["total"] + [cell(summary["metrics"].get(m)) for m in metrics])
     return [["concept"] + metrics] + rows
+
+
+def format_score(summary: dict, cfg=None) -> str:
+    """`mmsae score`'s printout: the table of table_rows, the ratios, what happened to each requested feature."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    header, *rows = table_rows(summary)
+    table = Table(title=f"scores of {summary['explainer']}/{summary['prompt_version']} explanations "
+                        f"({summary['index']})")
+    for h in header:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    for name, value in summary["ratios"].items():
+        console.print(f"{name}: {value:.3g}" if value is not None else f"{name}: -")
+    run = summary["run"]
+    console.print(f"features: {run['requested']} requested, {run['scored']} scored now, {run['already_scored']} "
+                  f"already scored, {run['uninterpretable']} uninterpretable, {run['failed_explanation']} failed "
+                  f"explanations, {run['no_explanation']} without explanation, {run['no_images']} without top "
+                  f"images, {run['out_of_range']} out of range; {run['empty_segmentations']} empty segmentations "
+                  f"this run (IoU 0)")
+    trials_used = ", ".join(f"{m}: {t}" for m, t in summary["trials"].items())
+    if trials_used:
+        console.print(f"random-baseline trials per feature: {trials_used}")
+    for e in summary["run_errors"][:20]:
+        console.print(f"feature {e['feature']} {e['metric']}: {e['reason']}", markup=False)
+    if len(summary["run_errors"]) > 20:
+        console.print(f"... {len(summary['run_errors']) - 20} more errors in {summary['index']}/score-summary.json")
+    return console.file.getvalue().rstrip("\n")

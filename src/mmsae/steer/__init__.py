@@ -5,6 +5,9 @@ token set (image, text, prompt, generated, all), in a forward pass and in KV-cac
     with steering(adapter, sae, layer, [Clamp(7, 20.0, tokens="image")], enc):
         logits_BSV = adapter.forward_logits(enc.inputs)
     texts = generate(adapter, sae, layer, prompts, [Add(7, 8.0)], max_new_tokens=8)
+
+May import (the layers of pyproject.toml's importlinter contract): explain, score, llm, index, train, evals,
+sae, store, models, data, world, viz, io, util, defaults; not its siblings attribute, saev, finetune.
 """
 
 from mmsae.steer.apply import steering

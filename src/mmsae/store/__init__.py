@@ -8,6 +8,8 @@ Layout of a store DIR:
   shards/shard-K.parquet      token table of the shard's records (every token; shard_row null when
                               the token is not a training row)
   shards/shard-K.json         commit marker (written last)
+
+May import (the layers of pyproject.toml's importlinter contract): models, data, world, viz, io, util, defaults.
 """
 
 from .harvest import HarvestConfig, harvest

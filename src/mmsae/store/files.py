@@ -1,4 +1,4 @@
-"""Atomic file writes, shard file naming and model fingerprints."""
+"""Atomic file writes, shard file naming, model fingerprints and loose activation files."""
 
 from __future__ import annotations
 
@@ -67,3 +67,26 @@ def model_fingerprint(path: str | os.PathLike) -> str:
             with open(f, "rb") as fh:
                 h.update(fh.read(1 << 20))
     return h.hexdigest()
+
+
+def load_activation_file(path: Path) -> torch.Tensor:
+    """An [N, D] tensor from a .safetensors (key 'acts' or the only tensor) or .pt file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        if "acts" in tensors:
+            return tensors["acts"]
+        if len(tensors) == 1:
+            return next(iter(tensors.values()))
+        raise ValueError(f"{path} holds {sorted(tensors)}; name the activations 'acts'")
+    if path.suffix in (".pt", ".pth"):
+        import torch
+
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = obj["acts"] if isinstance(obj, dict) else obj
+        if not isinstance(obj, torch.Tensor) or obj.ndim != 2:
+            raise ValueError(f"{path} does not hold an [N, D] tensor")
+        return obj
+    raise ValueError(f"{path}: expected a store folder, a .safetensors or a .pt file")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from mmsae.io import write_config
+
 from .files import HARVEST_CONFIG, clean_temp_files, model_fingerprint, write_json
 from .manifest import finalize
 from .shard import DTYPES, SELECTIONS, ShardBuilder, read_meta, selected
@@ -23,31 +25,48 @@ def default_model() -> str:
 
 @dataclass
 class HarvestConfig:
+    """Capture the residual stream after decoder block LAYER into a resumable store (rerun to resume).
+
+    Under torchrun each rank harvests every WORLD_SIZE-th shard and rank 0 merges the manifest."""
+
     out: str
+    """store directory (rerun the same command to resume)"""
+    layer: int
+    """decoder block L whose output is captured, 0-indexed (papers' 'layer L+1')"""
     model: str = field(default_factory=default_model)
-    layer: int = 0
+    """model directory (default: the zoo subject)"""
     data: str = "world:n=1000,seed=0"
-    prompt: str | None = None  # None: the source's default ("<image>", or "{text}" for text data)
-    tokens: str = "all"  # all | image | text: which tokens become training rows
-    include_special: bool = False  # BOS/image-start/newline... rows (always in the token table)
-    dtype: str = "bfloat16"  # stored activation dtype: bfloat16 | float32 | float16
+    """data source: world:n=N,seed=S | a folder, .jsonl, hf: or .parquet path"""
+    prompt: str | None = None
+    """prompt template with <image> and {text} (None: the source's default, "<image>" or "{text}")"""
+    tokens: str = "all"
+    """which tokens become training rows: all | image | text"""
+    include_special: bool = False
+    """also store BOS/image-start/newline... rows (they are always in the token table)"""
+    dtype: str = "bfloat16"
+    """stored activation dtype: bfloat16 | float32 | float16"""
     batch_size: int = 8
-    # The unit of resume and of rank sharding. A shard is assembled in RAM before its atomic
-    # write: rows x d_in x 2 bytes (bf16), e.g. 128 LLaVA-NeXT-8B records ~ 128 x 2.5k x 4096 x 2
-    # = 2.6 GB; lower it for long sequences, raise it for tiny models.
+    """sequences per forward pass"""
     records_per_shard: int = 128
+    """records per shard, the unit of resume and of rank sharding; a shard is held in RAM before its atomic
+    write (rows x d_in x 2 bytes: 128 LLaVA-NeXT-8B records ~ 2.6 GB), so lower it for long sequences"""
     max_records: int | None = None
-    max_seq_len: int | None = None  # longer sequences are rejected, not truncated (images would be cut)
+    """harvest only the first N records"""
+    max_seq_len: int | None = None
+    """reject longer sequences (rejected, not truncated: images would be cut)"""
     max_image_pixels: int = 64_000_000
-    device: str = "auto"  # auto: cuda:LOCAL_RANK when available, else cpu
-    model_dtype: str | None = None  # e.g. bfloat16 on GPU; None keeps the checkpoint's
+    """reject larger images"""
+    device: str = "auto"
+    """auto (cuda:LOCAL_RANK when available, else cpu) | cpu | cuda:N"""
+    model_dtype: str | None = None
+    """load the model in this dtype (e.g. bfloat16 on GPU; None keeps the checkpoint's)"""
     progress: bool = True
-    # Data-loader processes that load and encode records while the model runs (0: in process;
-    # None: one per core but the forward's, at most 4). Not part of the store's identity: any
-    # value gives the same bytes.
+    """show a progress bar"""
     workers: int | None = None
-    # Batches handed to the shard-writer thread ahead of it; bounds the activations held in flight.
+    """data-loader processes that load and encode records while the model runs (0: in process; None: one per
+    core but the forward's, at most 4); not part of the store's identity: any value gives the same bytes"""
     write_queue: int = 2
+    """batches handed to the shard-writer thread ahead of it; bounds the activations held in flight"""
 
     def identity(self) -> dict:
         """What must match for a rerun to resume into the same store."""
@@ -131,8 +150,28 @@ def harvest(cfg: HarvestConfig) -> dict | None:
     _barrier()
     if rank != 0:
         return None
+    write_config(root, cfg)
     return finalize(root, cfg, identity, source, n_shards, n_records, world,
                     command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+
+
+def run_harvest(cfg: HarvestConfig) -> dict | None:
+    """`mmsae harvest`: harvest (or resume) and return the store's counts (None on ranks other than 0)."""
+    manifest = harvest(cfg)
+    if manifest is None:
+        return None
+    keep = ("n_rows", "d_in", "n_samples", "n_rejects", "counts")
+    return {"out": str(cfg.out), **{k: manifest[k] for k in keep}}
+
+
+def format_harvest(result: dict | None, cfg: HarvestConfig) -> str:
+    if result is None:  # a rank other than 0 of a torchrun harvest: rank 0 reports
+        return ""
+    rows, tokens = result["counts"]["rows"], result["counts"]["tokens"]
+    return (f"{result['n_rows']:,} rows (d_in {result['d_in']}) from {result['n_samples']:,} samples, "
+            f"{result['n_rejects']} rejected -> {result['out']}\n"
+            f"  rows   text {rows['text']:,}  image {rows['image']:,}  special {rows['special']:,}\n"
+            f"  tokens text {tokens['text']:,}  image {tokens['image']:,}  special {tokens['special']:,}")
 
 
 def _run(cfg, adapter, source, root: Path, todo: list[int], n_records: int, rank: int) -> None:

@@ -16,6 +16,8 @@ from typing import Any, Iterator, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from mmsae.store.files import load_activation_file  # noqa: F401 (re-exported: mmsae.train.load_activation_file)
+
 
 @runtime_checkable
 class ActivationSource(Protocol):
@@ -130,27 +132,6 @@ def with_source_defaults(cfg: Any, data: Any, out_dir: str | Path) -> Any:
     if "extra" in given:
         fill["extra"] = {**cfg.extra, **given["extra"]}
     return dataclasses.replace(cfg, **fill) if fill else cfg
-
-
-def load_activation_file(path: Path) -> Tensor:
-    """An [N, D] tensor from a .safetensors (key 'acts' or the only tensor) or .pt file."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
-        if "acts" in tensors:
-            return tensors["acts"]
-        if len(tensors) == 1:
-            return next(iter(tensors.values()))
-        raise ValueError(f"{path} holds {sorted(tensors)}; name the activations 'acts'")
-    if path.suffix in (".pt", ".pth"):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        obj = obj["acts"] if isinstance(obj, dict) else obj
-        if not isinstance(obj, Tensor) or obj.ndim != 2:
-            raise ValueError(f"{path} does not hold an [N, D] tensor")
-        return obj
-    raise ValueError(f"{path}: expected a store folder, a .safetensors or a .pt file")
 
 
 def open_source(path: Path, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> TensorBatches | StoreBatches:

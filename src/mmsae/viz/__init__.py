@@ -1,5 +1,9 @@
 """Pictures of features: activation maps painted back onto the original pixels, heatmaps, the paper's
-masked images and per-feature contact sheets (drawing is pure; the index is read through mmsae.index)."""
+masked images and per-feature contact sheets (drawing is pure; the index is read through mmsae.index).
+
+May import (the layers of pyproject.toml's importlinter contract): io, util, defaults; not its sibling world
+(its feature sheet still reads the index: the one listed back-edge, to remove).
+"""
 
 from __future__ import annotations
 

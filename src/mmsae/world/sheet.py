@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..io import atomic_dir
+from ..io import atomic_dir, write_config
 from .scene import Scene
 from .text import caption, questions
 from .vocab import CONCEPT_CLASSES, PAPER_CLASSES
@@ -48,9 +48,12 @@ def contact_sheet(scenes: list[Scene], scale: int = 3) -> Image.Image:
     return sheet
 
 
-def write_samples(scenes: list[Scene], out: Path) -> None:
-    """sheet.png, one PNG per scene and samples.jsonl, all or nothing (the folder appears complete)."""
+def write_samples(scenes: list[Scene], out: Path, cfg=None) -> None:
+    """sheet.png, one PNG per scene and samples.jsonl (and `cfg`, a dataclass, as config.json), all or nothing
+    (the folder appears complete)."""
     with atomic_dir(out) as tmp:
+        if cfg is not None:
+            write_config(tmp, cfg)
         contact_sheet(scenes).save(tmp / "sheet.png")
         rng = np.random.default_rng(0)
         with open(tmp / "samples.jsonl", "w") as f:

@@ -3,6 +3,9 @@
 - subject: a small LLaVA (CLIP tower + Llama decoder) whose features the SAEs study;
 - explainer: a larger LLaVA that names the concept shared by the visible patches of masked images;
 - clip: a CLIP dual encoder for the CLIP score.
+
+May import (the layers of pyproject.toml's importlinter contract): steer, attribute, saev, finetune and every
+layer below them; never pipeline, view or cli.
 """
 
 from __future__ import annotations

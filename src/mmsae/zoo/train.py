@@ -40,16 +40,27 @@ from .lm import build_sequence, cosine_lr, lm_loss
 @dataclass(frozen=True)
 class ZooTrainConfig:
     seed: int = 0
+    """seed of every stage's initialisation and batches"""
     tower_images: int = 40_000
+    """world images the two CLIP towers are pretrained on"""
     tower_steps: int = 1_700
+    """pretraining steps of each tower"""
     subject_images: int = 30_000
+    """world images the subject is trained on"""
     subject_steps: int = 2_000
+    """training steps of the subject"""
     subject_turns: int = 6
-    explainer_pool: int = 300  # forced images per explainable concept
+    """question/answer turns per training conversation of the subject"""
+    explainer_pool: int = 300
+    """forced images per explainable concept in the explainer's training pool"""
     explainer_steps: int = 1_200
+    """training steps of the explainer"""
     clip_steps: int = 500
+    """training steps of the CLIP dual encoder"""
     batch: int = 64
+    """batch size (the towers use twice this)"""
     threads: int = 2
+    """torch CPU threads (and image-rendering workers)"""
 
 
 # world seeds: training data and the held-out evaluation never share a seed
