@@ -12,20 +12,6 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    from mmsae.models import tiny
-
-    made = {}
-
-    def get(family: str):
-        if family not in made:
-            made[family] = getattr(tiny, f"build_{family}")(tmp_path_factory.mktemp(family))
-        return made[family]
-
-    return get
-
-
-@pytest.fixture(scope="session")
 def adapter_of(tiny_dir):
     """A shared float32 adapter per family; tests must not modify it (load a fresh one for that)."""
     from mmsae.models import load_adapter

@@ -11,15 +11,15 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
-def adapter_of(tmp_path_factory):
-    """A tiny random model of a family (mmsae.models.tiny), built and loaded once per session."""
-    from mmsae.models import load_adapter, tiny
+def adapter_of(tiny_dir):
+    """A tiny random model of a family (tests/conftest.py's tiny_dir), loaded once per session."""
+    from mmsae.models import load_adapter
 
     made = {}
 
     def get(family: str):
         if family not in made:
-            made[family] = load_adapter(getattr(tiny, f"build_{family}")(tmp_path_factory.mktemp(family)))
+            made[family] = load_adapter(tiny_dir(family))
         return made[family]
 
     return get
