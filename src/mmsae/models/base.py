@@ -55,6 +55,30 @@ class Encoded:
     tables: list[TokenTable]
 
 
+def module_level_class(module: str, name: str, build):
+    """`build()` (a class defined inside a function, so transformers is imported lazily) registered as
+    `module.name` on first use, so that pickle finds it: data-loader workers that are not forked receive
+    processors pickled. Returns (get, module_getattr): `get()` gives the class, `module_getattr` is the
+    module's `__getattr__`, which builds it when a fresh process unpickles one."""
+    import sys
+
+    def get():
+        namespace = vars(sys.modules[module])
+        if name not in namespace:
+            cls = build()
+            cls.__name__ = cls.__qualname__ = name
+            cls.__module__ = module
+            namespace[name] = cls
+        return namespace[name]
+
+    def module_getattr(attr: str):
+        if attr == name:
+            return get()
+        raise AttributeError(f"module {module!r} has no attribute {attr!r}")
+
+    return get, module_getattr
+
+
 def saved_processor(path):
     """The checkpoint's own processor when AutoProcessor can build it with an image processor, else None
     (Qwen, OneVision and SmolVLM processors want torchvision or extra packages; adapters then build one

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .base import saved_processor
+from .base import module_level_class, saved_processor
 from .llava import (
     LlavaNextAdapter,
     anyres_canvas,
@@ -29,12 +29,7 @@ def image_only_processor(image_processor, tokenizer, num_image_tokens: int, visi
                               vision_aspect_ratio=vision_aspect_ratio, strategy=strategy)
 
 
-def _processor_class():
-    """Built on first use (transformers is imported lazily) under a module-level name, so that pickle
-    finds it: data-loader workers that are not forked receive the processor pickled."""
-    cls = globals().get("OneVisionImageProcessor")
-    if cls is not None:
-        return cls
+def _build_processor_class():
     from transformers import LlavaOnevisionProcessor, ProcessorMixin
 
     class OneVisionImageProcessor(LlavaOnevisionProcessor):
@@ -48,15 +43,10 @@ def _processor_class():
             self.vision_aspect_ratio = vision_aspect_ratio
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    OneVisionImageProcessor.__qualname__ = "OneVisionImageProcessor"
-    globals()["OneVisionImageProcessor"] = OneVisionImageProcessor
     return OneVisionImageProcessor
 
 
-def __getattr__(name: str):
-    if name == "OneVisionImageProcessor":  # unpickling in a fresh process
-        return _processor_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_processor_class, __getattr__ = module_level_class(__name__, "OneVisionImageProcessor", _build_processor_class)
 
 
 class OneVisionAdapter(LlavaNextAdapter):

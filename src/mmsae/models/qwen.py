@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .base import IMAGE_PLACEHOLDER, Adapter, saved_processor
+from .base import IMAGE_PLACEHOLDER, Adapter, module_level_class, saved_processor
 from .table import Affine, ImageTokens
 
 
@@ -16,12 +16,7 @@ def image_only_processor(image_processor, tokenizer):
     return _processor_class()(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def _processor_class():
-    """Built on first use (transformers is imported lazily) under a module-level name, so that pickle
-    finds it: data-loader workers that are not forked receive the processor pickled."""
-    cls = globals().get("QwenImageProcessor")
-    if cls is not None:
-        return cls
+def _build_processor_class():
     from transformers import ProcessorMixin
     from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
@@ -33,15 +28,10 @@ def _processor_class():
             self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    QwenImageProcessor.__qualname__ = "QwenImageProcessor"
-    globals()["QwenImageProcessor"] = QwenImageProcessor
     return QwenImageProcessor
 
 
-def __getattr__(name: str):
-    if name == "QwenImageProcessor":  # unpickling in a fresh process
-        return _processor_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_processor_class, __getattr__ = module_level_class(__name__, "QwenImageProcessor", _build_processor_class)
 
 
 class QwenVLAdapter(Adapter):
