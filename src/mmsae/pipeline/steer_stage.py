@@ -134,7 +134,7 @@ tokens; candidates: the features pushing "yes" zeroed or reversed, image feature
 | difference-of-means vector (correct − hallucinated residual, best multiple on calibration) | {_pct(q['diffmeans_fixed'])} |
 | prompting: ask "what colour is the star ?", answer yes iff yellow | {_pct(q['prompting_fixed'])} |
 | prior-coloured control stars still answered "yes" (the steering must not just teach "no") | {_pct(q['control_yes_kept'])} of {q['heldout_control']} (unsteered {_pct(q['control_yes_unsteered'])}) |
-| correctly answered slice cases still correct under the steering | {_pct(q['slice_correct_kept'])} of {q['heldout_correct']} (unsteered {_pct(q['slice_correct_kept_unsteered'])}) |
+| correctly answered slice cases still correct under the steering | {_pct(q['slice_correct_kept'])} of {q['heldout_correct']} (all answered "no" unsteered) |
 | ordinary VQA accuracy, all question types, greedy generation | {100 * q['vqa_accuracy']:.1f} % → {100 * q['vqa_accuracy_steered']:.1f} % ({drop:+.1f} points lost; {q['vqa_questions']} questions) |
 
 {verdict}

@@ -117,7 +117,8 @@ def choose(ev: _Evaluator, settings: StudySettings, calib: list[Case], control: 
     # < 0: zeroing it lowers yes − no, it pushes "yes" (at text and image positions alike)
     yes_F = (att["text_CF"] + att["image_CF"])[h_idx].mean(0)
     image_F = att["image_CF"][calib_idx].mean(0)  # > 0: it pushes "no"
-    base = (ev.said_no(right).mean() if right else 1.0, ev.said_yes(control).mean() if control else 1.0,
+    # `right` are the cases the unsteered subject answered "no": their unsteered rate is 1 by definition
+    base = (1.0, ev.said_yes(control).mean() if control else 1.0,
             ev.vqa_first_ok(vqa_calib, vqa_first).mean())
     damp = [int(f) for f in np.argsort(yes_F) if yes_F[f] < 0]
     boost = [int(f) for f in np.argsort(-image_F) if image_F[f] > 0]
@@ -175,7 +176,6 @@ def run_study(adapter, sae, layer: int, settings: StudySettings | None = None, p
     ivs = _interventions(choice, sae, vector_D)
     rates = {"fixed": float(ev.said_no(hall, ivs).mean()) if hall else float("nan"),
              "slice_correct_kept": float(ev.said_no(right, ivs).mean()) if right else float("nan"),
-             "slice_correct_kept_unsteered": float(ev.said_no(right).mean()) if right else float("nan"),
              "control_yes_kept": _rate(ev.said_yes(control_held, ivs)),
              "control_yes_unsteered": _rate(ev.said_yes(control_held)),
              "diffmeans_fixed": float(ev.said_no(hall, _interventions(diffmeans, sae, vector_D)).mean()) if hall else float("nan")}
