@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from mmsae.defaults import default_model
 from mmsae.io import JsonlAppender, write_config
 from mmsae.models.table import IMAGE
 
@@ -34,12 +35,6 @@ REJECTS_FILE = "rejects.jsonl"
 STATE_DIR = "state"
 STATE_FILE = "state.pt"
 RANK_BY = ("max", "mean")
-
-
-def default_model() -> str:
-    from mmsae.defaults import zoo_model_dir as model_dir
-
-    return str(model_dir("subject"))
 
 
 @dataclass

@@ -20,18 +20,14 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mmsae.defaults import default_model
+
 from .scoring import EXCLUDED, METHODS
 
 SCORES_FILE = "scores.jsonl"
 REJECTS_FILE = "rejects.jsonl"
 STATE_FILE = "filter-state.json"
 INFO_FILE = "saev.json"
-
-
-def _default_model() -> str:
-    from mmsae.defaults import default_model
-
-    return default_model()
 
 
 @dataclass
@@ -149,7 +145,7 @@ def run_filter_score(cfg: FilterScoreConfig) -> dict:
             if cfg.method not in ("random", "clip"):
                 from mmsae.models import load_adapter
 
-                adapter = load_adapter(cfg.model or _default_model(), device=device)
+                adapter = load_adapter(cfg.model or default_model(), device=device)
             weights = _weights(cfg, sae.cfg.n_latents) if cfg.method == "cosine" else None
             scorer = ScoreBatch(adapter, sae, cfg.method, crossmodal=weights, threshold=cfg.threshold,
                                 seed=cfg.seed, clip=cfg.clip, batch_size=cfg.batch_size, max_seq_len=cfg.max_seq_len)

@@ -10,17 +10,12 @@ from pathlib import Path
 
 import torch
 
+from mmsae.defaults import default_model
 from mmsae.io import write_config
 
 from .files import HARVEST_CONFIG, clean_temp_files, model_fingerprint, write_json
 from .manifest import finalize
 from .shard import DTYPES, SELECTIONS, ShardBuilder, read_meta, selected
-
-
-def default_model() -> str:
-    from mmsae.defaults import zoo_model_dir as model_dir  # the zoo's subject model (trained separately)
-
-    return str(model_dir("subject"))
 
 
 @dataclass
