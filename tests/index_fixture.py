@@ -1,5 +1,5 @@
 """Tiny feature indexes (index.duckdb) built by hand, following the shared index contract exactly,
-for the tests of the stages that read an index (viz, explain, ...).
+for the tests of the stages that read an index (index, explain, score, view, ...).
 
 Import with `sys.path.insert(0, <tests dir>)`; `world_index` builds one over "world:n=..,seed=.." whose
 images are the world's 64x64 scenes with an 8 x 8 grid of 8-pixel patches (the zoo subject's geometry)."""

@@ -8,6 +8,7 @@ tile), its top text-token contexts and its statistics, streamed in bounded memor
         examples = feature_examples(con, f.feature)  # Example.acts is a dense map over the image's tokens
     many = feature_examples_many(con, [1, 2, 3], n=5)  # {feature: [Example]}, in two queries
     image = example_image(index_source(read_meta(con)), many[1][0])  # the original image, checked
+    sheet = feature_sheet_from_index("idx", 3, n=5)  # its contact sheet, drawn by mmsae.viz.feature_sheet
 
     write_explanations(con, [ExplanationRow(...)])  # explain's rows; write_scores(con, [ScoreRow(...)])
     sets = explanation_sets(con)  # and read_explanations, scored_keys, read_scores, score_values, ...
@@ -57,6 +58,7 @@ from .results import (
     score_values,
     scored_keys,
 )
+from .sheet import feature_sheet_from_index
 from .write import EXPLANATION_STATUSES, ExplanationRow, ScoreRow, write_explanations, write_scores
 
 __all__ = [
@@ -90,6 +92,7 @@ __all__ = [
     "example_image",
     "feature_examples",
     "feature_examples_many",
+    "feature_sheet_from_index",
     "feature_stats",
     "index_source",
     "open_index",

@@ -81,9 +81,9 @@ def intervals(values: dict[int, dict[str, float]], oracle_F: dict[int, float]) -
 
 def feature_sheets(rep_out: Path, index_dir: Path, n: int) -> list[tuple[int, str, Path]]:
     """Contact sheets of the best-scoring explained features (by IoU)."""
-    from ..index import open_index
+    from ..index import feature_sheet_from_index, open_index
     from ..index.results import best_explained
-    from ..viz import feature_sheet_from_index, save_png
+    from ..viz import save_png
 
     con = open_index(index_dir)
     try:

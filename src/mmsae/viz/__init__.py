@@ -1,14 +1,14 @@
 """Pictures of features: activation maps painted back onto the original pixels, heatmaps, the paper's
-masked images and per-feature contact sheets (drawing is pure; the index is read through mmsae.index).
+masked images and per-feature contact sheets. Drawing is pure: arrays, examples and images in, images out;
+it reads no index (mmsae.index.feature_sheet_from_index reads one and draws its sheet with feature_sheet).
 
-May import (the layers of pyproject.toml's importlinter contract): io, util, defaults; not its sibling world
-(its feature sheet still reads the index: the one listed back-edge, to remove).
+May import (the layers of pyproject.toml's importlinter contract): io, util, defaults; not its sibling world.
 """
 
 from __future__ import annotations
 
 from .maps import activation_map, heatmap_overlay, masked_image, visible_mask
-from .sheet import feature_sheet, feature_sheet_from_index, save_png, sheet_size
+from .sheet import SheetExample, feature_sheet, save_png, sheet_size
 
-__all__ = ["activation_map", "feature_sheet", "feature_sheet_from_index", "heatmap_overlay", "masked_image",
-           "save_png", "sheet_size", "visible_mask"]
+__all__ = ["SheetExample", "activation_map", "feature_sheet", "heatmap_overlay", "masked_image", "save_png",
+           "sheet_size", "visible_mask"]

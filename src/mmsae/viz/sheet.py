@@ -1,25 +1,37 @@
 """Per-feature contact sheets: each top image as original | heatmap | masked, labelled with its activation.
 
-Drawing sees only Examples and PIL images; `feature_sheet_from_index` reads both through mmsae.index."""
+Drawing sees only examples (anything with the fields of `SheetExample`, such as mmsae.index.Example) and PIL
+images; mmsae.index.feature_sheet_from_index reads both from an index."""
 
 from __future__ import annotations
 
 import io
-from contextlib import closing
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..index.read import Example, example_image, feature_examples, feature_stats, index_source, open_index, read_meta
 from ..io import write_atomic
 from .maps import heatmap_overlay, masked_image
+
+
+class SheetExample(Protocol):
+    """What a sheet draws of one top image (the fields of mmsae.index.Example it reads)."""
+
+    rank: int
+    sample_id: str
+    image_index: int
+    max_act: float
+    acts: np.ndarray  # float32 [P]: activation on each image token
+    box: np.ndarray  # float64 [P, 4]: x0 y0 x1 y1 in original pixels, NaN for pure padding
+
 
 PAD, TITLE_H, HEADER_H, LABEL_H = 6, 22, 14, 14
 COLUMNS = ("original", "heatmap", "masked")
 
 
-def _label(example: Example) -> str:
+def _label(example: SheetExample) -> str:
     return f"#{example.rank} {example.sample_id}[{example.image_index}] max {example.max_act:.3g}"
 
 
@@ -38,7 +50,7 @@ def _fit(image: Image.Image, cell: int) -> Image.Image:
     return image.resize(size, Image.NEAREST if s >= 2 else Image.BILINEAR)
 
 
-def feature_sheet(examples: list[Example], images: list[Image.Image], title: str = "", cell: int = 160,
+def feature_sheet(examples: list[SheetExample], images: list[Image.Image], title: str = "", cell: int = 160,
                   threshold: float = 0.0, relative: bool = False, alpha: float = 0.5,
                   cmap: str = "inferno") -> Image.Image:
     """One row per top image: the original, the heatmap (one colour scale for the whole feature) and
@@ -74,18 +86,3 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
     write_atomic(Path(path), buf.getvalue())
     return Path(path)
 
-
-def feature_sheet_from_index(index_dir: str | Path, feature: int, source=None, n: int | None = None,
-                             **sheet_options) -> Image.Image:
-    """The contact sheet of one feature read from an index (its n strongest top images; all by default).
-
-    `source` replaces the index's data source (a spec string or an opened Source), e.g. moved files."""
-    with closing(open_index(index_dir)) as con:
-        stats = feature_stats(con, feature)  # a clear error for a feature the index does not have
-        meta = read_meta(con)
-        examples = feature_examples(con, feature, n)
-    src = index_source(meta, source)
-    images = [example_image(src, e) for e in examples]
-    title = (f"feature {feature}  freq {stats.frequency or 0:.3g}  max {stats.max_act or 0:.3g}  "
-             f"image share {stats.image_share or 0:.2f}  layer {meta.get('layer', '?')}")
-    return feature_sheet(examples, images, title=title, **sheet_options)
