@@ -3,7 +3,6 @@ LLaVA with a fresh TopK SAE for the image page, and a TestClient that speaks as 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -12,8 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from index_fixture import concept_feature, world_index  # noqa: E402
-
-TOKEN = "test-token-0123456789"
+from view_helpers import TOKEN, add_explanations_and_scores  # noqa: E402
 
 
 def pytest_configure(config):
@@ -25,29 +23,6 @@ def pytest_configure(config):
     script = Path(__file__).resolve().parents[2] / ".ci" / "setup-browser.sh"
     if os.environ.get("MMSAE_INSTALL_BROWSER") == "1" and not Path("/usr/bin/chromium").exists():
         subprocess.run(["bash", str(script)], check=True, env={**os.environ, "PYTHON": sys.executable})
-SCRIPT = '<script>window.pwned = 1</script>a red "thing" & co'
-EXPLANATIONS = {  # feature -> (status, explanation)
-    3: ("explained", "red objects"), 5: ("explained", "a diagonal line"), 6: ("uninterpretable", None),
-    7: ("explained", SCRIPT),
-}
-
-
-def add_explanations_and_scores(index_dir: Path) -> None:
-    import duckdb
-
-    con = duckdb.connect(str(index_dir / "index.duckdb"))
-    try:
-        for f, (status, text) in EXPLANATIONS.items():
-            con.execute("INSERT INTO explanations VALUES (?, ?, ?, ?, ?, 'zoo-explainer', 'zoo-v1', ?)",
-                        [f, status, text, text, None if text else "unable to interpret", 100.0 + f])
-        rows = [(3, "iou", 0.62, "colour"), (3, "iou_random_images", 0.05, "colour"), (3, "clip", 0.31, "colour"),
-                (3, "clip_random", 0.22, "colour"), (5, "iou", 0.2, "position"), (7, "iou", 0.4, "colour")]
-        con.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, 'tiny-sam', 200.0)",
-                        [(f, m, v, c, json.dumps({"trials": 10})) for f, m, v, c in rows])
-        con.execute("INSERT INTO text_contexts VALUES (3, 0, 1, 4, 'red', 2.5, 'a <<red>> circle'), "
-                    "(3, 1, 2, 5, 'red', 1.0, 'the <<red>> square on <b>top</b>')")
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="session")
@@ -91,13 +66,3 @@ def client(app):
 
     with TestClient(app, base_url="http://localhost:8765", raise_server_exceptions=False) as c:
         yield c
-
-
-def png_bytes(size=(40, 30), colour=(200, 30, 30), fmt="PNG") -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format=fmt)
-    return buf.getvalue()

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN, png_bytes
+from view_helpers import TOKEN, png_bytes
 
 CHROMIUM = os.environ.get("MMSAE_CHROMIUM", "/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from conftest import TOKEN, png_bytes
+from view_helpers import TOKEN, png_bytes
 from PIL import Image
 
 from mmsae.view.model import Busy, JobGate

@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 import pytest
-from conftest import SCRIPT, TOKEN
+from view_helpers import SCRIPT, TOKEN
 
 H = {"x-mmsae-token": TOKEN}
 PROMPT = "<image> what colour is the star"

@@ -6,7 +6,7 @@ import io
 import os
 
 import pytest
-from conftest import SCRIPT, TOKEN, png_bytes
+from view_helpers import SCRIPT, TOKEN, png_bytes
 
 from mmsae.view.app import ViewConfig, launch_url
 from mmsae.view.security import UploadError, decode_upload, host_name
