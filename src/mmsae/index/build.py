@@ -71,6 +71,7 @@ class IndexConfig:
     """tokens per SAE encode call (TopK builds a dense [tokens, F] matrix)"""
     max_records: int | None = None
     """index only the first N records"""
+    # HarvestConfig's six run options again: a base class would list them first in --help; device ignores LOCAL_RANK
     max_seq_len: int | None = None
     """reject longer sequences"""
     max_image_pixels: int = 64_000_000

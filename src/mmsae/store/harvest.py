@@ -47,6 +47,7 @@ class HarvestConfig:
     write (rows x d_in x 2 bytes: 128 LLaVA-NeXT-8B records ~ 2.6 GB), so lower it for long sequences"""
     max_records: int | None = None
     """harvest only the first N records"""
+    # max_seq_len .. workers: repeated in IndexConfig, which says why they are not a shared base class
     max_seq_len: int | None = None
     """reject longer sequences (rejected, not truncated: images would be cut)"""
     max_image_pixels: int = 64_000_000
