@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 import torch
 from torch import Tensor
@@ -51,56 +51,54 @@ def _tokens_dict(tokens: Tokens) -> Any:
     return tokens if isinstance(tokens, str) else {"mask": tokens.tolist()}
 
 
+class _FeatureEdit:
+    """What Clamp, Add and Scale share: one SAE feature, one finite number (the field named ARG), a token set.
+    OP is the name `to_dict` gives the edit."""
+
+    OP: ClassVar[str]
+    ARG: ClassVar[str]
+    feature: int
+    tokens: Tokens
+
+    def __post_init__(self):
+        _check_feature(self.feature)
+        _check_finite(self.ARG, getattr(self, self.ARG))
+        check_tokens(self.tokens)
+
+    def to_dict(self) -> dict:
+        return {"op": self.OP, "feature": self.feature, self.ARG: float(getattr(self, self.ARG)),
+                "tokens": _tokens_dict(self.tokens)}
+
+
 # eq=False: `tokens` may be a tensor, whose == is elementwise; interventions compare by identity.
 @dataclass(frozen=True, eq=False)
-class Clamp:
+class Clamp(_FeatureEdit):
     """Set the feature's code to `value` (z_j := value)."""
 
+    OP, ARG = "clamp", "value"
     feature: int
     value: float
     tokens: Tokens = "all"
 
-    def __post_init__(self):
-        _check_feature(self.feature)
-        _check_finite("value", self.value)
-        check_tokens(self.tokens)
-
-    def to_dict(self) -> dict:
-        return {"op": "clamp", "feature": self.feature, "value": float(self.value), "tokens": _tokens_dict(self.tokens)}
-
 
 @dataclass(frozen=True, eq=False)
-class Add:
+class Add(_FeatureEdit):
     """Add `scale` times the feature's decoder direction (z_j += scale, so x += scale·d_j)."""
 
+    OP, ARG = "add", "scale"
     feature: int
     scale: float
     tokens: Tokens = "all"
 
-    def __post_init__(self):
-        _check_feature(self.feature)
-        _check_finite("scale", self.scale)
-        check_tokens(self.tokens)
-
-    def to_dict(self) -> dict:
-        return {"op": "add", "feature": self.feature, "scale": float(self.scale), "tokens": _tokens_dict(self.tokens)}
-
 
 @dataclass(frozen=True, eq=False)
-class Scale:
+class Scale(_FeatureEdit):
     """Multiply the feature's code by `factor` (0 ablates it, 1 is a no-op)."""
 
+    OP, ARG = "scale", "factor"
     feature: int
     factor: float
     tokens: Tokens = "all"
-
-    def __post_init__(self):
-        _check_feature(self.feature)
-        _check_finite("factor", self.factor)
-        check_tokens(self.tokens)
-
-    def to_dict(self) -> dict:
-        return {"op": "scale", "feature": self.feature, "factor": float(self.factor), "tokens": _tokens_dict(self.tokens)}
 
 
 @dataclass(frozen=True, eq=False)
