@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import math
 
+from ..steer.interventions import TOKEN_SETS
+from ..steer.run import MODES as STEER_MODES
 from .data import png
 from .security import UploadError, decode_upload
 
@@ -13,8 +15,7 @@ PROMPT_LIMIT = 2000
 MAX_FEATURES = 8  # steered at once: each adds a decoder row per steered token, and the page shows each one
 MAX_NEW_TOKENS = 64  # per generation: both answers are generated under the one model lock
 MAX_VALUE = 1e4  # |value|: far past any code an SAE produces; beyond it the residual stream overflows to inf
-MODES = ("clamp", "add", "scale")
-TOKEN_SETS = ("image", "text", "prompt", "generated", "all")
+MODES = tuple(STEER_MODES)  # clamp, add, scale: steer's own names, as TOKEN_SETS is its token sets
 
 
 async def read_image(form, view, cfg, required: bool = True):
@@ -96,29 +97,33 @@ def parse_choice(form, name: str, choices: tuple[str, ...], default: str) -> str
     return value
 
 
-def parse_number(form, name: str, default: float) -> float:
+def _field(form, name: str, convert, what: str):
+    """The field as `convert` reads it, None when absent or empty; a ValueError naming the field and its value
+    (cut to 40 characters) when it is not `what`."""
     raw = form.get(name)
     if raw in (None, ""):
-        return default
+        return None
     try:
-        value = float(str(raw))
+        return convert(str(raw))
     except ValueError:
-        raise ValueError(f"{name} must be a number, got {str(raw)[:40]!r}") from None
+        raise ValueError(f"{name} must be {what}, got {str(raw)[:40]!r}") from None
+
+
+def parse_number(form, name: str, default: float) -> float:
+    value = _field(form, name, float, "a number")
+    if value is None:
+        return default
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {str(raw)[:40]!r}")
+        raise ValueError(f"{name} must be a finite number, got {str(form.get(name))[:40]!r}")
     if abs(value) > MAX_VALUE:
         raise ValueError(f"{name} must be in -{MAX_VALUE:g}..{MAX_VALUE:g}, got {value:g}")
     return value
 
 
 def parse_int(form, name: str, default: int, lo: int, hi: int) -> int:
-    raw = form.get(name)
-    if raw in (None, ""):
+    value = _field(form, name, int, f"an integer in {lo}..{hi}")
+    if value is None:
         return default
-    try:
-        value = int(str(raw))
-    except ValueError:
-        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {str(raw)[:40]!r}") from None
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be in {lo}..{hi}, got {value}")
     return value
