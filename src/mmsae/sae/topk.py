@@ -9,6 +9,7 @@ from mmsae.sae.base import SAE, Reduce, SAEOutput, no_reduce, register
 from mmsae.sae.codes import Codes
 from mmsae.sae.kernels import (
     GatherLinear,
+    _gather_dot,
     dense_preactivation,
     encoder_input,
     select_topk,
@@ -76,6 +77,37 @@ class TopKSAE(SAE):
     def encode(self, x_BD: Tensor) -> Codes:
         _, values_BK, idx_BK = self._select(self.sae_input(x_BD))
         return Codes(values_BK, idx_BK, self.cfg.n_latents)
+
+    @torch.no_grad()
+    def encode_exact(self, x_BD: Tensor) -> Codes:
+        """`encode` whose codes do not depend on `selection_dtype` (inference only): each row's k latents
+        by (exact value descending, latent ascending), in ascending latent order, each value one float32
+        dot product. `encode` reads float32's values off the dense product (which rounds them otherwise)
+        and breaks exact ties as `topk` happens to. The selection product only narrows each row to
+        k + margin candidates: int8's are certified to hold float32's top k (a row that fails gets every
+        latent as a candidate); bfloat16's and float32's margin is `select_topk`'s, max(8, k/4)."""
+        rows_BD = self.sae_input(x_BD).to(self.W_enc.dtype)
+        W_FD, b_F = self.W_enc.detach(), self.b_enc.detach()
+        k, F = int(self.cfg.k), self.cfg.n_latents
+        err_B = None
+        if self.selection_dtype == torch.int8:
+            self.int8_margin = self.int8_margin or max(32, 2 * k)
+            approx_BF, err_B = int8_preactivation(rows_BD, W_FD, b_F)
+            n_cand = min(F, k + self.int8_margin)
+        else:
+            approx_BF = dense_preactivation(rows_BD, W_FD, b_F, self.selection_dtype)
+            n_cand = min(F, k + max(8, k // 4))
+        cand_BM = topk_indices(approx_BF, n_cand)
+        idx_BK, exact_BK = _best_k(cand_BM, _gather_dot(cand_BM, W_FD, rows_BD) + b_F[cand_BM], k)
+        if err_B is not None:
+            floor_B = approx_BF.gather(1, cand_BM).amin(1)
+            bad_R = (exact_BK.amin(1) < floor_B + err_B).nonzero().squeeze(1) if n_cand < F else cand_BM[:0, 0]
+            if bad_R.numel():  # not certified: every latent is a candidate
+                all_RF = torch.arange(F, device=rows_BD.device).expand(len(bad_R), F)
+                rows_RD = rows_BD.index_select(0, bad_R)
+                idx_BK[bad_R], exact_BK[bad_R] = _best_k(all_RF, _gather_dot(all_RF, W_FD, rows_RD) + b_F, k)
+            self._note_fallback(int(rows_BD.shape[0]), int(bad_R.numel()))
+        return Codes(torch.relu(exact_BK), idx_BK, F)
 
     def forward(self, x_BD: Tensor, dead_mask_F: Tensor | None = None, reduce: Reduce | None = None) -> SAEOutput:
         reduce = reduce or no_reduce
@@ -154,3 +186,14 @@ class TopKSAE(SAE):
         variance = self._pooled_centred_sum_sq(e_BD, reduce)
         scale = min(n_dead / self.cfg.resolved_k_aux, 1.0)
         return scale * (ehat_BD - e_BD).pow(2).sum() / variance.to(e_BD.dtype)
+
+
+def _best_k(cand_BM: Tensor, exact_BM: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(idx_BK in ascending order, their values): each row's k best candidates by value descending,
+    then latent ascending (a total order: the same k whatever order the candidates came in)."""
+    by_latent = cand_BM.sort(dim=1).indices
+    value_BM = exact_BM.gather(1, by_latent)
+    best = value_BM.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    idx_BK = cand_BM.gather(1, by_latent.gather(1, best))
+    idx_BK, order = idx_BK.sort(dim=1)
+    return idx_BK, value_BM.gather(1, best).gather(1, order)
