@@ -89,8 +89,8 @@ def brute_force(sae_dir, chunk_records=16, batch_size=8):
     for lo in range(0, len(source), chunk_records):
         rng = range(lo, min(lo + chunk_records, len(source)))
         for _, caps in capture_batches(adapter, source, rng, 3, batch_size, lambda *a: None):
-            with torch.no_grad():
-                dense_TF = sae.encode(torch.cat([c.acts_SD for c in caps])).to_dense()
+            with torch.no_grad():  # the index's values: one float32 dot product each, not the dense product's
+                dense_TF = sae.encode_exact(torch.cat([c.acts_SD for c in caps])).to_dense()
             s = 0
             for c in caps:
                 out.append((c, dense_TF[s:s + len(c.table)].double().numpy()))
@@ -185,6 +185,21 @@ def test_stop_and_resume_gives_the_same_index(tmp_path, full_index, sae_dir):
     con.close()
     with pytest.raises(ValueError, match="has schema version 1;.*remove index.duckdb first"):
         build_index(config(out, sae_dir))
+
+
+@pytest.mark.parametrize("selection", ["float32", "bfloat16", "int8"])
+def test_every_selection_dtype_gives_the_same_index(tmp_path, full_index, sae_dir, selection):
+    """full_index ran with selection_dtype auto (bfloat16 where native); the exact values decide, so
+    every dtype of the selection product gives the same tables, and it is not part of the identity."""
+    out = tmp_path / selection
+    build_index(config(out, sae_dir, selection_dtype=selection))
+    assert dump(out) == dump(full_index)
+    assert json.loads((out / "index.json").read_text()) == json.loads((full_index / "index.json").read_text())
+
+
+def test_selection_dtype_is_checked(tmp_path, sae_dir):
+    with pytest.raises(ValueError, match="selection_dtype must be one of .*'float16'"):
+        build_index(config(tmp_path / "bad", sae_dir, selection_dtype="float16"))
 
 
 KILL_SCRIPT = """

@@ -28,7 +28,7 @@ from mmsae.models.table import IMAGE
 
 from .db import CHUNK_SCHEMAS, INDEX_FILE, chunk_file, write_index
 from .read import open_index
-from .state import IndexState, image_key, key_problem, split_image_key
+from .state import SELECTIONS, IndexState, image_key, key_problem, split_image_key, use_selection
 
 CONFIG_FILE = "index.json"
 REJECTS_FILE = "rejects.jsonl"
@@ -69,6 +69,11 @@ class IndexConfig:
     """records between two saves of the running state (the unit of resume)"""
     sae_batch_tokens: int = 4096
     """tokens per SAE encode call (TopK builds a dense [tokens, F] matrix)"""
+    selection_dtype: str = "auto"
+    """TopK kind: dtype of the dense [tokens, F] product that only selects each token's k latents, whose values are
+    then computed exactly in float32: float32 | bfloat16 (k + margin candidates, exact values pick the k) | int8 (CPU;
+    float32's latents, certified) | auto (as training's: bfloat16 where the device multiplies it natively, else int8
+    where a probe finds it faster, else float32); the same index for each, so not part of the identity"""
     max_records: int | None = None
     """index only the first N records"""
     # HarvestConfig's six run options again: a base class would list them first in --help; device ignores LOCAL_RANK
@@ -89,8 +94,8 @@ class IndexConfig:
 
     def identity(self) -> dict:
         """What must match for a rerun to resume into (or reuse) the same directory (not `workers` or
-        `update_queue`: any value gives the same index)."""
-        skip = ("out", "sae", "model", "device", "progress", "workers", "update_queue")
+        `update_queue` or `selection_dtype`: any value gives the same index)."""
+        skip = ("out", "sae", "model", "device", "progress", "workers", "update_queue", "selection_dtype")
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -106,6 +111,8 @@ def _check_config(cfg: IndexConfig) -> None:
     from mmsae.store.prefetch import resolve_workers
 
     resolve_workers(cfg.workers)
+    if cfg.selection_dtype not in SELECTIONS:
+        raise ValueError(f"selection_dtype must be one of {SELECTIONS}, got {cfg.selection_dtype!r}")
     if cfg.model_dtype is not None and cfg.model_dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"model_dtype must be float32, bfloat16 or float16, got {cfg.model_dtype!r}")
 
@@ -250,6 +257,7 @@ def build_index(cfg: IndexConfig, on_chunk: Callable[[int, int], None] | None = 
             adapter = load_adapter(cfg.model, dtype=dtype, device=str(device))
             adapter.check_layer(layer)
             sae = sae.to(device).eval()
+            use_selection(sae, cfg.selection_dtype, device)
             _run(cfg, adapter, sae, source, layer, state, state_dir, rejects, next_record, n_records, on_chunk)
         n_rejects = sum(1 for _ in open(root / REJECTS_FILE, "rb"))
     finally:

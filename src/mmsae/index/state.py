@@ -115,12 +115,40 @@ def token_batch(captured: list, device: torch.device) -> TokenBatch:
                       t(slot_tokens))
 
 
+SELECTIONS = ("auto", "float32", "bfloat16", "int8")
+
+
+def use_selection(sae, choice: str, device: torch.device) -> dict | None:
+    """Set the dtype of a TopK SAE's selection product for the index, resolved as training resolves
+    its `selection_dtype` (`mmsae.train.loop.choose_selection`); returns the choice and why (None for
+    kinds without a selection product). Only kinds whose exact values decide among the low-precision
+    product's candidates may use one: for them `encode_exact` gives the same codes at every dtype."""
+    if choice not in SELECTIONS:
+        raise ValueError(f"selection_dtype must be one of {SELECTIONS}, got {choice!r}")
+    if not hasattr(sae, "selection_dtype"):
+        return None
+    from mmsae.train.loop import choose_selection
+
+    if choice == "bfloat16" and not sae.refines_low_precision_selection:
+        raise ValueError(f"selection_dtype bfloat16 needs the topk kind's refined selection, got kind {sae.cfg.kind!r}")
+    chosen = choose_selection(choice, sae, device)
+    sae.selection_dtype = getattr(torch, chosen["dtype"])
+    return chosen
+
+
+def _encode(sae, x_TD: Tensor):
+    """Codes that do not depend on the selection product's dtype where the kind has one."""
+    if getattr(sae, "refines_low_precision_selection", False):
+        return sae.encode_exact(x_TD)
+    return sae.encode(x_TD)
+
+
 def sparse_entries(sae, acts_TD: Tensor, block: int) -> tuple[Tensor, Tensor, Tensor]:
     """(token, feature, activation) of every activation > 0, encoding `block` tokens at a time
-    (a TopK encoder builds a dense [tokens, F] pre-activation)."""
+    (a TopK encoder builds a dense [tokens, F] pre-activation; its codes stay sparse, [tokens, K])."""
     toks, feats, vals = [], [], []
     for s in range(0, acts_TD.shape[0], block):
-        codes = sae.encode(acts_TD[s:s + block])
+        codes = _encode(sae, acts_TD[s:s + block])
         v = codes.values
         if codes.indices is None:
             tok, feat = torch.nonzero(v > 0, as_tuple=True)
