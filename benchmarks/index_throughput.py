@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/index_throughput.py [--records 512] [--workers N] [--json]
     python benchmarks/index_throughput.py --device cuda --latents 16384 --k 32
+    python benchmarks/index_throughput.py --latents 4096 --selection float32   # the demo's scale, exact product
 
 Reported, in one process on one device, over the same world records ("<image> {caption}" prompt):
   - capture: the model alone (capture_batches with early exit at the SAE's layer, in process), no SAE
@@ -11,6 +12,15 @@ Reported, in one process on one device, over the same world records ("<image> {c
 tokens/s counts every token of every sequence (text, image and special). build_index runs at
 records/4 and at records (fixed chunk_records), each with its peak RSS (process + workers); the ratio
 is at `records`. --json prints flat keys: index.ratio_to_capture, index.peak_rss_mb.<n>, index.<metric>.
+
+The bound: FLOPs per token (2 per multiply-accumulate) of the model's forward up to the SAE's layer
+(counted by torch's FlopCounterMode on one capture batch: vision tower, projector and language blocks,
+attention included, padding included, over the batch's real tokens) and of the SAE encode's dense product (2 d_in F;
+the k exact values add 2 k d_in per token, left out). index.bound_ratio = forward / (forward + encode)
+is the best index/capture ratio when both run on the same cores at the same FLOP rate;
+index.ratio_to_bound = ratio_to_capture / bound_ratio. A bfloat16 or int8 selection product
+(index.selection_dtype, as the build resolved it) runs faster per FLOP than the float32 forward, so
+there the index may pass the bound.
 """
 
 from __future__ import annotations
@@ -31,20 +41,30 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _capture_only(model: str, data: str, prompt: str, layer: int, batch: int, device: str) -> tuple[float, int]:
+def _capture_only(model: str, data: str, prompt: str, layer: int, batch: int,
+                  device: str) -> tuple[float, int, float]:
+    """(seconds, tokens) of the capture loop, and the forward's FLOPs per token (from its warm-up batch)."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
     from mmsae.data import open_source
     from mmsae.models import load_adapter
     from mmsae.store.stream import capture_batches
 
     adapter = load_adapter(model, device=device)
     source = open_source(data, prompt=prompt)
-    next(capture_batches(adapter, source, range(min(batch, len(source))), layer, batch, lambda *a: None))  # warm-up
+    # torch counts the CUDA attention kernels but not the CPU one: the same formula for it
+    cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+                lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v)}
+    with FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:  # the warm-up batch, counted
+        _, caps = next(capture_batches(adapter, source, range(min(batch, len(source))), layer, batch,
+                                       lambda *a: None))
+    flops_per_token = counter.get_total_flops() / max(sum(len(c.table) for c in caps), 1)
     _sync(device)
     t0, tokens = time.perf_counter(), 0
     for _, caps in capture_batches(adapter, source, range(len(source)), layer, batch, lambda *a: None):
         tokens += sum(len(c.table) for c in caps)
     _sync(device)
-    return time.perf_counter() - t0, tokens
+    return time.perf_counter() - t0, tokens, flops_per_token
 
 
 def main() -> None:
@@ -55,7 +75,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=512)
-    ap.add_argument("--latents", type=int, default=1 << 14)
+    ap.add_argument("--latents", type=int, default=1 << 14, help="SAE latents (the demo's SAE has 1024; try 4096)")
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--layer", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -63,6 +83,8 @@ def main() -> None:
     ap.add_argument("--top-n", type=int, default=20)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--workers", type=int, default=None, help="build_index's data-loader workers (default: its own)")
+    ap.add_argument("--selection", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+                    help="build_index's selection_dtype (auto: bfloat16 where native, as training's)")
     ap.add_argument("--json", action="store_true", help="print flat JSON keys instead of a table")
     args = ap.parse_args()
 
@@ -74,9 +96,10 @@ def main() -> None:
         sae = SAE.from_config(SAEConfig(kind="topk", d_in=128, n_latents=args.latents, k=args.k,
                                         hook_layer=args.layer))
         sae.save_pretrained(tmp / "sae")
-        cap_s, cap_tokens = _capture_only(model, data, prompt, args.layer, args.batch_size, args.device)
+        cap_s, cap_tokens, forward_flops = _capture_only(model, data, prompt, args.layer, args.batch_size,
+                                                         args.device)
 
-        update_s = [0.0]
+        update_s, selection = [0.0], {}
         add_batch = IndexState.add_batch
 
         def timed(self, captured, sae, block):  # time the SAE + top-N part inside the real build
@@ -85,6 +108,7 @@ def main() -> None:
             n = add_batch(self, captured, sae, block)
             _sync(args.device)
             update_s[0] += time.perf_counter() - t
+            selection["dtype"] = str(getattr(sae, "selection_dtype", None) or "float32").replace("torch.", "")
             return n
 
         peaks = {}
@@ -94,7 +118,7 @@ def main() -> None:
             cfg = IndexConfig(out=str(tmp / f"index-{n_records}"), sae=str(tmp / "sae"), model=model, data=data,
                               prompt=prompt, top_n=args.top_n, batch_size=args.batch_size,
                               chunk_records=args.chunk_records, device=args.device, progress=False,
-                              max_records=n_records, workers=args.workers)
+                              max_records=n_records, workers=args.workers, selection_dtype=args.selection)
             try:
                 with PeakRSS() as mem:
                     t0 = time.perf_counter()
@@ -119,6 +143,11 @@ def main() -> None:
         "update_seconds": update_s[0], "capture_seconds": cap_s, "workers": args.workers,
     }
     result["ratio_to_capture"] = result["index_tokens_per_s"] / result["capture_tokens_per_s"]
+    result["selection_dtype"] = selection.get("dtype")
+    result["flops_forward_per_token"] = forward_flops
+    result["flops_encode_per_token"] = 2.0 * sae.cfg.d_in * args.latents
+    result["bound_ratio"] = forward_flops / (forward_flops + result["flops_encode_per_token"])
+    result["ratio_to_bound"] = result["ratio_to_capture"] / result["bound_ratio"]
     for n_records, peak in peaks.items():
         result[f"peak_rss_mb.{n_records}"] = peak
     if args.json:
@@ -127,7 +156,9 @@ def main() -> None:
     print(f"{result['device']}: {tokens:,} tokens, {args.latents:,} latents (k={args.k}), top-{args.top_n}")
     for name in ("capture", "index", "update"):
         print(f"  {name:8s} {result[f'{name}_tokens_per_s']:>12,.0f} tok/s  ({result[f'{name}_seconds']:.2f} s)")
-    print(f"  index/capture {result['ratio_to_capture']:.2f}; peak RSS "
+    print(f"  forward {forward_flops / 1e6:.2f} MFLOP/token, encode {result['flops_encode_per_token'] / 1e6:.2f} "
+          f"MFLOP/token ({result['selection_dtype']} selection): bound {result['bound_ratio']:.2f}")
+    print(f"  index/capture {result['ratio_to_capture']:.2f} ({result['ratio_to_bound']:.2f} of the bound); peak RSS "
           + ", ".join(f"{peak:,.0f} MB at {n:,} records" for n, peak in peaks.items()))
 
 
