@@ -13,10 +13,18 @@ every method. Reported per model, all in the same process and on the same device
   - harvest:      the whole `harvest()` (data loading, rejects, store writes, statistics), run at n and
                   at 4n records (fixed records_per_shard), each with its peak RSS (process + workers)
 and the ratio capture/capture_full of model-only time next to (L+1)/N, the expected cost.
+The bound, on CPU, from single-threaded costs per record in this process: `render_ms_per_record`
+(the world source's record: scene rendering and caption), `processor_ms_per_record` (adapter.encode)
+and `forward_ms_per_record` (adapter.capture with early exit on encoded inputs); `data_ms_per_record` is
+render + processor. The capture loop gets its images rendered beforehand; harvest must render them too,
+so when the renderer shares the cores with the processor and forward at the same efficiency,
+harvest/capture is at most `bound_ratio` = (processor + forward) / (render + processor + forward)
+(`ratio_to_bound` = ratio_to_capture / bound_ratio). Not on a GPU: the renderer does not share it.
 `--json` prints flat keys: per model `harvest.<model>.ratio_to_capture` (whole harvest at 4n over the
 capture loop), `.marginal_ratio_to_capture` (the 3n records between the two runs: fixed costs such as
-model loading cancel), `.peak_rss_mb.<n>`; and over the models `harvest.ratio_to_capture` (the lowest)
-and `harvest.peak_rss_mb.<n>` (the highest).
+model loading cancel), `.peak_rss_mb.<n>`, `.bound_ratio`, `.data_ms_per_record`, ...; and over the
+models `harvest.ratio_to_capture` (the lowest), `harvest.bound_ratio` (the lowest, CPU only) and
+`harvest.peak_rss_mb.<n>` (the highest).
 """
 
 from __future__ import annotations
@@ -91,6 +99,35 @@ def _time_loop(adapter, batches, fn, device: str) -> tuple[float, int]:
     return time.perf_counter() - t0, tokens
 
 
+def _ms_per_record(fn, n: int) -> float:
+    """Single-threaded milliseconds per record of fn() over n records (torch's threads restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3 / n
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _data_bound(adapter, data: str, batches, layer: int, n: int) -> dict:
+    """Single-threaded costs per record of rendering, the processor and the forward, and the bound."""
+    from mmsae.data import open_source
+
+    source = open_source(data, prompt="<image>")
+    source.record(0)  # warm-up (imports, fonts)
+    encs = []
+    out = {"render_ms_per_record": _ms_per_record(lambda: [source.record(i) for i in range(n)], n),
+           "processor_ms_per_record": _ms_per_record(lambda: encs.extend(adapter.encode(b) for b in batches), n),
+           "forward_ms_per_record": _ms_per_record(
+               lambda: [adapter.capture(e.inputs, layer, early_exit=True) for e in encs], n)}
+    out["data_ms_per_record"] = out["render_ms_per_record"] + out["processor_ms_per_record"]
+    capture = out["processor_ms_per_record"] + out["forward_ms_per_record"]
+    out["bound_ratio"] = capture / (capture + out["render_ms_per_record"])
+    return out
+
+
 def bench_model(name: str, path: Path, layer: int, n: int, batch: int, device: str, dtype: str | None,
                 image_size: int, workers: int | None = None, records_per_shard: int = 32) -> dict:
     from mmsae.models import load_adapter
@@ -126,6 +163,9 @@ def bench_model(name: str, path: Path, layer: int, n: int, batch: int, device: s
         model_s[early] = time.perf_counter() - t0
     res["early_exit_cost"] = model_s[True] / model_s[False]
     res["expected_cost"] = (layer + 1) / adapter.n_layers
+    data = f"world:n={n},seed=0,image_size={image_size}"
+    if not device.startswith("cuda"):
+        res.update(_data_bound(adapter, data, batches, layer, n))
     adapter = None  # free the model before harvest() loads its own copy
     for size in (batch, n, 4 * n):  # the first run is a warm-up: one-time imports and caches
         out = Path(tempfile.mkdtemp(prefix="mmsae-bench-store-"))
@@ -133,7 +173,7 @@ def bench_model(name: str, path: Path, layer: int, n: int, batch: int, device: s
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
                 m = harvest(HarvestConfig(out=str(out), model=str(path), layer=layer,
-                                          data=f"world:n={size},seed=0,image_size={image_size}", prompt="<image>",
+                                          data=data.replace(f"n={n},", f"n={size},"), prompt="<image>",
                                           batch_size=batch, records_per_shard=records_per_shard, device=device,
                                           model_dtype=dtype, progress=False, workers=workers))
                 sec = time.perf_counter() - t0  # includes model loading, as a user of the command sees it
@@ -151,6 +191,8 @@ def bench_model(name: str, path: Path, layer: int, n: int, batch: int, device: s
                 / max(res[f"harvest_s.{big}"] - res[f"harvest_s.{n}"], 1e-9))
     res["marginal_ratio_to_capture"] = marginal / res["capture_tok_s"]
     res["rss_growth_mb"] = res[f"peak_rss_mb.{big}"] - res[f"peak_rss_mb.{n}"]
+    if "bound_ratio" in res:
+        res["ratio_to_bound"] = res["ratio_to_capture"] / res["bound_ratio"]
     return res
 
 
@@ -162,6 +204,9 @@ def flat(results: list[dict], n: int) -> dict:
             out[f"harvest.{r['model']}.{k}"] = v
     out["harvest.ratio_to_capture"] = min(r["ratio_to_capture"] for r in results)
     out["harvest.marginal_ratio_to_capture"] = min(r["marginal_ratio_to_capture"] for r in results)
+    bounds = [r["bound_ratio"] for r in results if "bound_ratio" in r]
+    if bounds:
+        out["harvest.bound_ratio"] = min(bounds)
     for size in (n, 4 * n):
         out[f"harvest.peak_rss_mb.{size}"] = max(r[f"peak_rss_mb.{size}"] for r in results)
     return out
@@ -215,6 +260,10 @@ def main() -> None:
     for r in results:
         print(f"{r['model']:22} harvest/capture {r['ratio_to_capture']:.2f} (marginal {r['marginal_ratio_to_capture']:.2f})"
               f"  peak RSS {r[f'peak_rss_mb.{args.n}']:,.0f} MB at n={args.n}, {r[f'peak_rss_mb.{big}']:,.0f} MB at n={big}")
+        if "bound_ratio" in r:
+            print(f"{'':22} per record, 1 thread: render {r['render_ms_per_record']:.2f} ms, processor "
+                  f"{r['processor_ms_per_record']:.2f} ms, forward {r['forward_ms_per_record']:.2f} ms: bound "
+                  f"{r['bound_ratio']:.2f} ({r['ratio_to_capture'] / r['bound_ratio']:.2f} of it)")
 
 
 if __name__ == "__main__":
