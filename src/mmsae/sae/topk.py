@@ -191,9 +191,15 @@ class TopKSAE(SAE):
 def _best_k(cand_BM: Tensor, exact_BM: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """(idx_BK in ascending order, their values): each row's k best candidates by value descending,
     then latent ascending (a total order: the same k whatever order the candidates came in)."""
-    by_latent = cand_BM.sort(dim=1).indices
-    value_BM = exact_BM.gather(1, by_latent)
-    best = value_BM.sort(dim=1, descending=True, stable=True).indices[:, :k]
-    idx_BK = cand_BM.gather(1, by_latent.gather(1, best))
+    top = exact_BM.topk(k, dim=1, sorted=False)
+    idx_BK, value_BK = cand_BM.gather(1, top.indices), top.values
+    # topk breaks a tie at the k-th value as it happens to: rows where one crosses it, in full order
+    tie_R = ((exact_BM >= value_BK.amin(1, keepdim=True)).sum(1) > k).nonzero().squeeze(1)
+    if tie_R.numel():
+        cand_RM, exact_RM = cand_BM[tie_R], exact_BM[tie_R]
+        by_latent = cand_RM.sort(dim=1).indices
+        best = exact_RM.gather(1, by_latent).sort(dim=1, descending=True, stable=True).indices[:, :k]
+        pick = by_latent.gather(1, best)
+        idx_BK[tie_R], value_BK[tie_R] = cand_RM.gather(1, pick), exact_RM.gather(1, pick)
     idx_BK, order = idx_BK.sort(dim=1)
-    return idx_BK, value_BM.gather(1, best).gather(1, order)
+    return idx_BK, value_BK.gather(1, order)
