@@ -24,6 +24,17 @@ def sae_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def relu_sae_dir(tmp_path_factory):
+    """A ReLU SAE: its L0 varies per token (a TopK SAE's is k everywhere, so l0 refuses it)."""
+    return make_sae(tmp_path_factory.mktemp("sae_relu") / "sae", kind="relu")
+
+
+@pytest.fixture(scope="session")
+def relu_sae(relu_sae_dir):
+    return SAE.from_pretrained(relu_sae_dir).eval()
+
+
+@pytest.fixture(scope="session")
 def subject():
     from mmsae.defaults import zoo_model_dir
     from mmsae.models import load_adapter

@@ -80,8 +80,8 @@ def test_clear_errors(tmp_path, sae_dir):
                                            method="cooccur", device="cpu", progress=False))
 
 
-def test_sigkill_then_rerun_has_no_duplicate_or_lost_record(tmp_path, sae_dir):
-    kw = dict(sae=str(sae_dir), data="world:n=10,seed=2", prompt=PROMPT, method="l0", chunk_records=2,
+def test_sigkill_then_rerun_has_no_duplicate_or_lost_record(tmp_path, relu_sae_dir):
+    kw = dict(sae=str(relu_sae_dir), data="world:n=10,seed=2", prompt=PROMPT, method="l0", chunk_records=2,
               batch_size=1, device="cpu", progress=False)
     a = run_filter_score(FilterScoreConfig(out=str(tmp_path / "a"), **kw))
     b_out = tmp_path / "b"

@@ -7,11 +7,13 @@ from mmsae.models.table import IMAGE, TEXT
 from mmsae.saev.scoring import ListSource, coded_records, random_score, score_records
 
 
-def test_scores_follow_their_definitions(subject, sae, records):
+def test_scores_follow_their_definitions(subject, sae, relu_sae, records):
     coded = [c for _, cs in coded_records(subject, sae, ListSource(records), range(len(records)), 3,
                                            lambda *a: None) for c in cs]
     assert len(coded) == len(records)
-    l0 = score_records(subject, sae, records, "l0")
+    l0 = score_records(subject, relu_sae, records, "l0")
+    relu_coded = {c.id: c for _, cs in coded_records(subject, relu_sae, ListSource(records), range(len(records)), 3,
+                                                     lambda *a: None) for c in cs}
     co = score_records(subject, sae, records, "cooccur", threshold=0.5)
     w_F = np.linspace(-1, 1, sae.cfg.n_latents)
     w_F[::3] = np.nan
@@ -20,16 +22,22 @@ def test_scores_follow_their_definitions(subject, sae, records):
         mod = c.table.modality
         assert set(np.unique(mod)) <= {TEXT, IMAGE}  # special tokens and padding left out
         codes = c.codes_TF.numpy()
-        assert l0[c.id] == pytest.approx((codes > 0).sum(1).mean(), rel=1e-6)
+        assert l0[c.id] == pytest.approx((relu_coded[c.id].codes_TF.numpy() > 0).sum(1).mean(), rel=1e-6)
         both = (codes[mod == TEXT] > 0.5).any(0) & (codes[mod == IMAGE] > 0.5).any(0)
         assert co[c.id] == both.sum()
         assert cos[c.id] == pytest.approx(np.nansum(w_F[both]))
     assert max(co.values()) > 0
+    assert len(set(l0.values())) > 1  # a ReLU SAE's L0 tells records apart
 
 
-def test_batching_does_not_change_scores(subject, sae, records):
-    a = score_records(subject, sae, records, "l0", batch_size=1)
-    b = score_records(subject, sae, records, "l0", batch_size=4)
+def test_l0_refuses_a_topk_sae(subject, sae, records):
+    with pytest.raises(ValueError, match="TopK SAE scores every record 16"):
+        score_records(subject, sae, records, "l0")
+
+
+def test_batching_does_not_change_scores(subject, relu_sae, records):
+    a = score_records(subject, relu_sae, records, "l0", batch_size=1)
+    b = score_records(subject, relu_sae, records, "l0", batch_size=4)
     assert a.keys() == b.keys()
     assert all(a[k] == pytest.approx(b[k], rel=1e-5) for k in a)
 

@@ -49,9 +49,13 @@ def reconstruction(sae, store: str | Path) -> dict:
 
 
 def splice(adapter, sae, source, layer: int, n_records: int) -> dict:
-    """{split: {ce_recovered, kl}} with the SAE spliced in on the split's positions."""
+    """{split: {ce_recovered, delta_ce, kl}} with the SAE spliced in on the split's positions. delta_ce (CE with
+    the SAE minus clean CE, nats) is the well-conditioned one: ce_recovered divides by how much zero-ablating the
+    split hurts, which is small when few positions are replaced (text-only captions), and then swings far
+    outside [0, 1]."""
     out = evaluate_splice(adapter, sae, source, layer, n_records, batch_size=8)
-    return {split: {"ce_recovered": out[split].get("ce_loss_recovered_zero"), "kl": out[split].get("kl_sae")}
+    return {split: {"ce_recovered": out[split].get("ce_loss_recovered_zero"), "delta_ce": out[split].get("delta_lm_loss"),
+                    "kl": out[split].get("kl_sae")}
             for split in ("all", "text", "image") if out.get(split, {}).get("n_tokens")}
 
 

@@ -136,13 +136,19 @@ def patch_experiment(adapter, sae, items, keeps=(1.0, 0.75, 0.5, 0.25), weights_
     result: dict = {}
     truth = {rid: a for _, _, a, rid in items}
     prompt_of = {r.id: r.text for r in records}
+    ids = list(by_id)
+    accuracy_full = None  # every patch kept: the same images whatever the method, answered once
     for method in methods:
         result[method] = {}
         for keep in keeps:
-            ids = [rid for rid in by_id]
             masked = [mask_image(by_id[r].image, by_id[r].box_P4, kept(by_id[r].scores[method], keep)) for r in ids]
-            answers = answer(adapter, masked, [prompt_of[r] for r in ids], batch=batch_size)
-            result[method][keep] = float(np.mean([a == truth[r] for a, r in zip(answers, ids)])) if ids else float("nan")
+            if keep >= 1.0 and accuracy_full is not None:
+                result[method][keep] = accuracy_full
+            else:
+                answers = answer(adapter, masked, [prompt_of[r] for r in ids], batch=batch_size)
+                acc = float(np.mean([a == truth[r] for a, r in zip(answers, ids)])) if ids else float("nan")
+                result[method][keep] = acc
+                accuracy_full = acc if keep >= 1.0 else accuracy_full
             if save_dir is not None:
                 from pathlib import Path
 

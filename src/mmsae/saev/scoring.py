@@ -4,7 +4,8 @@ Only text and image tokens count: special tokens (BOS, chat-template markers, im
 padding are excluded, unlike the paper's code, which counted BOS and template tokens as text and averaged
 padding into L0. Scores are keyed by the record's id, never by a hash of its text.
 
-    l0       mean over the record's text+image tokens of the number of active latents (value > 0)
+    l0       mean over the record's text+image tokens of the number of active latents (value > 0); refused for
+             a TopK SAE, whose every token has exactly k
     cooccur  number of latents whose activation exceeds `threshold` on >= 1 text and >= 1 image token
     cosine   sum of the cross-modal weights of those co-occurring latents (null weights count 0)
     clip     100 x max(0, cos) between CLIP embeddings of the record's image(s) (mean) and its text
@@ -164,6 +165,11 @@ class ScoreBatch:
     def __init__(self, adapter, sae, method: str, *, crossmodal=None, threshold: float = 1.0, seed: int = 0,
                  clip=None, batch_size: int = 8, layer: int | None = None, max_seq_len: int | None = None):
         check_method(method, crossmodal)
+        if method == "l0" and getattr(sae.cfg, "kind", None) == "topk":
+            # every token of a TopK SAE has exactly k active latents: l0 would rank every record alike
+            raise ValueError(f"method l0 on a TopK SAE scores every record {sae.cfg.k} (each token has exactly k "
+                             "active latents); use an SAE with a variable L0 (relu, jumprelu, batchtopk) or the "
+                             "method cooccur")
         self.adapter, self.sae, self.method = adapter, sae, method
         self.weights_F = weights_array(crossmodal, sae.cfg.n_latents)
         self.threshold, self.seed, self.batch_size, self.max_seq_len = threshold, seed, batch_size, max_seq_len
