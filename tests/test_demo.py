@@ -96,3 +96,33 @@ def test_the_hallucination_study(demo_out):
     assert m["attribute.exact_pearson_top50"] > 0.7
     assert m["steer.control_yes_kept"] > 0.8  # it does not just teach the subject to say "no"
     assert "steer_attribution.png" in report and "held out" in report
+
+
+def test_the_saev_stage(demo_out):
+    """SAE vs SAE-V, cross-modal weights and patch filtering (SAE-V paper) on the embedded world."""
+    m = json.loads((demo_out / "metrics.json").read_text())
+    report = (demo_out / "report.md").read_text()
+    for arch in ("", "_relu"):
+        for model in ("sae_text", "saev"):
+            for key in ("fvu_image", "fvu_text", "fvu_textonly", "l0_image", "dead_image", "delta_ce_text", "kl_textonly"):
+                assert f"saev.{model}{arch}.{key}" in m, (model, arch, key)
+        # the SAE trained on image+text reconstructs image tokens far better than the text-only one
+        # (measured 0.06 vs 1.46 TopK, 0.33 vs 2.74 ReLU+L1)
+        assert m[f"saev.saev{arch}.fvu_image"] < 0.5 * m[f"saev.sae_text{arch}.fvu_image"]
+    assert m["saev.crossmodal.n_features"] == 1024 and m["saev.crossmodal.n_weighted"] >= 0
+    for method in ("l0", "l1", "cosine", "random"):
+        # every patch kept shows the same image whatever the score: one accuracy
+        assert m[f"saev.patch.{method}.100"] == m["saev.patch.random.100"] > 0.9
+        assert 0 <= m[f"saev.patch.{method}.25"] <= 1
+    assert "saev_patches.png" in report and "saev_crossmodal.png" in report
+
+
+def test_the_finetune_stage(demo_out):
+    """Fine-tuning on SAE-V-filtered data against full, random, IFD and clean-only data (reduced run)."""
+    m = json.loads((demo_out / "metrics.json").read_text())
+    for sel in ("random", "ifd", "l0", "cooccur", "cosine"):
+        assert 0 <= m[f"finetune.{sel}.0.5.accuracy"] <= 1 and f"finetune.{sel}.0.5.accuracy_sd" in m, sel
+        assert 0 <= m[f"filter.{sel}.auroc"] <= 1, sel
+    # the base answers no held-out question (0 %); fine-tuning on all the data teaches it some
+    assert m["finetune.all.1.accuracy"] > 0.1
+    assert "finetune/accuracy_vs_kept.png" in (demo_out / "report.md").read_text()

@@ -27,9 +27,10 @@ def test_stage_writes_metrics_png_and_paragraph(tmp_path, monkeypatch):
     rep = SimpleNamespace(out=tmp_path, metrics={}, add=lambda title, body: sections.append((title, body)))
     finetune_stage.stage_finetune(rep)
     m = rep.metrics
+    assert "filter.l0.auroc" not in m  # the demo SAE is TopK: l0 would rank every record alike
     for key in ("finetune.all.1.accuracy", "finetune.clean.0.6.accuracy", "finetune.random.0.5.accuracy",
-                "finetune.ifd.0.5.accuracy", "finetune.random.0.5.accuracy_sd", "filter.random.auroc",
-                "filter.ifd.auroc"):
+                "finetune.ifd.0.5.accuracy", "finetune.random.0.5.accuracy_sd", "finetune.cooccur.0.5.accuracy",
+                "filter.random.auroc", "filter.ifd.auroc", "filter.cooccur.auroc"):
         assert key in m and 0.0 <= m[key] <= 1.0, key
     assert (tmp_path / "finetune" / "accuracy_vs_kept.png").stat().st_size > 1000
     (title, body), = sections
@@ -41,5 +42,5 @@ def test_stage_writes_metrics_png_and_paragraph(tmp_path, monkeypatch):
 
 def test_stage_needs_the_demo_sae(tmp_path):
     rep = SimpleNamespace(out=tmp_path, metrics={}, add=lambda title, body: None)
-    with pytest.raises(FileNotFoundError, match="run the 'sae' stage"):
+    with pytest.raises(FileNotFoundError, match="run the 'sae' stage \\(or 'saev'\\)"):
         finetune_stage._sae_scores(rep, {"data_dir": tmp_path})

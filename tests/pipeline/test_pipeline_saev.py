@@ -22,7 +22,8 @@ def test_stage_saev_reports_every_key(tmp_path):
     stage_saev(rep, n_train=16, n_text=40, n_eval=8, steps=10, n_index=12, n_patch=6, splice_records=4)
     m = rep.metrics
     for model in ("sae_text", "saev", "sae_text_relu", "saev_relu"):
-        for key in ("fvu_image", "fvu_text", "fvu_textonly", "l0_image", "dead_image", "ce_recovered_text", "kl_textonly"):
+        for key in ("fvu_image", "fvu_text", "fvu_textonly", "l0_image", "dead_image", "ce_recovered_text", "delta_ce_text",
+                    "delta_ce_textonly", "kl_textonly"):
             assert f"saev.{model}.{key}" in m, (model, key)
     for method in ("l0", "l1", "cosine", "random"):
         for keep in (100, 75, 50, 25):

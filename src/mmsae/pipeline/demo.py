@@ -24,8 +24,7 @@ STAGES = {"world": stage_world, "zoo": stage_zoo, "harvest": stage_harvest, "sae
           "steer": stage_steer, "saev": stage_saev, "finetune": stage_finetune}
 # the stages these read the outputs of
 NEEDS = {"sae": ("harvest",), "interp": ("harvest", "sae"), "steer": ("harvest", "sae"), "finetune": ("harvest", "sae")}
-# saev and finetune are opt-in (`--stages ...,saev,finetune`) until they are timed within the 10-minute budget
-DEFAULT_STAGES = ("world", "zoo", "harvest", "sae", "interp", "steer")
+DEFAULT_STAGES = tuple(STAGES)  # all of them fit the 10-minute budget on 2 quiet cores (BENCHMARKS.md)
 
 
 @dataclass
@@ -33,8 +32,8 @@ class DemoConfig:
     out: str = "demo-out"
     """Report directory: report.md, metrics.json, the pictures, the stores, SAEs and indexes (replaced as a whole)."""
     stages: str = ",".join(DEFAULT_STAGES)
-    """Comma-separated stages, run in the demo's order: world, zoo, harvest, sae, interp, saev, finetune (sae needs
-    harvest; interp and finetune need harvest and sae)."""
+    """Comma-separated stages, run in the demo's order: world, zoo, harvest, sae, interp, steer, saev, finetune (sae
+    needs harvest; interp, steer and finetune need harvest and sae; finetune scores with saev's SAE-V when it ran)."""
 
     def __post_init__(self) -> None:
         names = tuple(s.strip() for s in str(self.stages).split(",") if s.strip())

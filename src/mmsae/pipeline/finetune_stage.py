@@ -1,7 +1,7 @@
 """Demo stage: SAE-V's data filtering in miniature (a reduced run of benchmarks/finetune_filter.py).
 
-Scores the records with the demo's SAE (`sae/sae/` under rep.out, left by the 'sae' stage) by `l0` and `cooccur`,
-and by the baselines `random` and IFD. Writes rep.out/finetune/ and the metrics
+Scores the records with the 'saev' stage's SAE-V (`saev/saev_relu/` under rep.out) by `l0`, `cooccur` and `cosine`
+(or, without that stage, the demo's TopK SAE at `sae/sae/` by `cooccur`), and by the baselines `random` and IFD. Writes rep.out/finetune/ and the metrics
 `finetune.<selection>.<keep>.accuracy` (+ `_sd` over seeds) and `filter.<method>.auroc`.
 """
 
@@ -19,24 +19,46 @@ STAGE_CFG = ExperimentConfig(n_train=96, n_eval=48, keeps=(0.5,), seeds=(0, 1), 
 BASES = {"projector": "the zoo subject with its projector re-initialised: its language model knows the answer "
                         "words but nothing of what image tokens mean; 0 % held-out VQA",
          "decoder": "the subject's vision tower, a fresh projector and a small random language model"}
-SAE_METHODS = ("l0", "cooccur")  # cosine needs cross-modal weights, clip a second model: the benchmark's
 
 
 def _sae_scores(rep, prep: dict) -> tuple[dict[str, dict[str, float]], str]:
-    sae_dir = Path(rep.out) / "sae" / "sae"
-    if not sae_dir.exists():
-        raise FileNotFoundError(f"the finetune stage scores records with the demo SAE at {sae_dir}: run the 'sae' "
-                                "stage before it")
-    from ..saev.scoring import score_records
+    """Record scores by the SAE-V of the 'saev' stage when it ran (ReLU+L1, as the paper's: l0, cooccur, and
+    cosine from its index's cross-modal weights), else by the demo's TopK SAE (cooccur only: a TopK SAE's
+    per-token L0 is k everywhere)."""
     from ..data import open_source
     from ..models import load_adapter
     from ..sae.formats import load_any
+    from ..saev.scoring import score_records
+    from .saev_stage import SAEV
 
+    out = Path(rep.out)
+    saev_dir, demo_dir = out / "saev" / SAEV, out / "sae" / "sae"
+    weights, index = None, out / "saev" / "index-saev"
+    if saev_dir.exists():
+        sae_dir, methods = saev_dir, ["l0", "cooccur"]
+        note = "SAE scores from the 'saev' stage's SAE-V (ReLU+L1) on the zoo subject"
+        if (index / "index.duckdb").exists():
+            from ..index import open_index
+            from ..index.crossmodal import crossmodal_weights
+
+            con = open_index(index)
+            try:
+                weights = crossmodal_weights(con, load_any(sae_dir).cfg.n_latents)
+            finally:
+                con.close()
+            methods.append("cosine")
+    elif demo_dir.exists():
+        sae_dir, methods = demo_dir, ["cooccur"]
+        note = "SAE scores from the demo's TopK SAE on the zoo subject (cooccur; run the 'saev' stage for l0 and cosine)"
+    else:
+        raise FileNotFoundError(f"the finetune stage scores records with the demo SAE at {demo_dir} or the SAE-V at "
+                                f"{saev_dir}: run the 'sae' stage (or 'saev') before it")
     src = open_source(f"jsonl:{prep['data_dir'] / 'instruct.jsonl'}")
     records = [src.record(i) for i in range(len(src))]
     adapter, sae = load_adapter(default_model()), load_any(sae_dir)
-    return {m: score_records(adapter, sae, records, m) for m in SAE_METHODS}, \
-        f"SAE scores from the demo SAE on the zoo subject ({', '.join(SAE_METHODS)})"
+    scores = {m: score_records(adapter, sae, records, m, crossmodal=weights if m == "cosine" else None)
+              for m in methods}
+    return scores, f"{note} ({', '.join(methods)})"
 
 
 def stage_finetune(rep) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
+SAEV = "saev_relu"  # the SAE-V the cross-modal weights, patch scores and the finetune stage's record scores use
+
+
 def _demo():
     from .layer import DEMO_LAYER, DEMO_PROMPT
 
@@ -92,14 +95,15 @@ def stage_saev(rep, n_train: int = 300, n_text: int = 1200, n_eval: int = 80, st
     m = compare(saes, {"image_text": it_eval, "text": txt_eval}, adapter, sources, layer, splice_records)
     rep.metrics.update({f"saev.{k}": v for k, v in m.items()})
 
-    # Cross-modal weights of the SAE-V (TopK) over an index of held-out scenes.
+    # Cross-modal weights of the SAE-V over an index of held-out scenes: the ReLU+L1 one, the paper's SAE-V
+    # (a TopK SAE's per-token L0 is k everywhere, so the l0 scores below would tell nothing apart).
     index = root / "index-saev"
-    build_index(IndexConfig(out=str(index), sae=str(root / "saev"), model=default_model(),
+    build_index(IndexConfig(out=str(index), sae=str(root / SAEV), model=default_model(),
                             data=f"world:n={n_index},seed=9", prompt=prompt, top_n=5, n_text=5, progress=False))
     cm = run_crossmodal(CrossmodalConfig(index=str(index), progress=False))
     con = open_index(index)
     try:
-        w_F = crossmodal_weights(con, saes["saev"].cfg.n_latents)
+        w_F = crossmodal_weights(con, saes[SAEV].cfg.n_latents)
         top = top_crossmodal(con, 8)
         contexts = {t["feature"]: [c.token for c in text_contexts(con, t["feature"], 5)] for t in top}
     finally:
@@ -114,7 +118,7 @@ def stage_saev(rep, n_train: int = 300, n_text: int = 1200, n_eval: int = 80, st
 
     # Patch filtering: the subject answers the scene question on masked images.
     items = world_items(n_patch, seed=21)
-    res = patch_experiment(adapter, saes["saev"], items, weights_F=w_F, seed=0, save_dir=root / "masked", save_n=2)
+    res = patch_experiment(adapter, saes[SAEV], items, weights_F=w_F, seed=0, save_dir=root / "masked", save_n=2)
     acc = res["accuracy"]
     rep.metrics.update({f"saev.patch.{meth}.{int(round(k * 100))}": v for meth, per in acc.items() for k, v in per.items()})
     _plot_patches(rep.out / "saev_patches.png", acc)
@@ -136,13 +140,16 @@ Reduced size: {steps} steps x 1024 tokens per SAE (same budget for both), expans
 without images (`<s> user : {{caption}}`), the SAE-V on image+text (`{prompt}`). Evaluated on held-out
 image+text data (splits text / image / all) and text-only captions (`textonly`); FVU mean-centred, L0 per token,
 dead = never fired on that data, ce_recovered = CE loss recovered vs zero ablation on text tokens with the split's
-positions spliced, kl = KL(clean || spliced). Special tokens and padding are excluded everywhere.
+positions spliced (it divides by the harm of zero-ablating the split, which is small on short text-only captions,
+so there it swings far outside [0, 1]: read delta_ce, the CE with the SAE spliced minus the clean CE, in nats),
+kl = KL(clean || spliced). Special tokens and padding are excluded everywhere; the chat format's role words
+(`user`, `:`) are ordinary tokens of the zoo's vocabulary and count as text.
 
 {table(m, models)}
 
 {chr(10).join(verdict)}
 
-**Cross-modal weights** (SAE-V TopK, index of {n_index} held-out scenes, top-30 tokens, >= 5 text and 5 image,
+**Cross-modal weights** (SAE-V ReLU+L1, index of {n_index} held-out scenes, top-30 tokens, >= 5 text and 5 image,
 mean of 5x5 cosines of the raw layer activations): {len(w)} of {len(w_F)} features have a weight
 (mean {np.mean(w) if len(w) else float('nan'):.3f}).
 
@@ -152,7 +159,7 @@ mean of 5x5 cosines of the raw layer activations): {len(w)} of {len(w_F)} featur
 |---|---|---|---|---|---|
 {rows}
 
-**Patch filtering** ({res['n_images']} scenes, "what is the background ?", greedy answer of the subject): accuracy with
+**Patch filtering** (SAE-V ReLU+L1, {res['n_images']} scenes, "what is the background ?", greedy answer of the subject): accuracy with
 100/75/50/25 % of the patches kept by each score, the rest blacked out in the original pixels. At 25 % kept:
 {', '.join(f'{k} {v:.2f}' for k, v in p25.items())}.
 
