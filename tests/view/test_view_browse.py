@@ -30,6 +30,9 @@ def big(tmp_path_factory):
     con.execute("""CREATE TABLE scores AS SELECT i::INTEGER AS feature, 'iou' AS metric, (i % 1000) / 1000.0 AS value,
         CASE WHEN i % 16 = 0 THEN 'colour' ELSE 'object' END AS concept_class, '{}' AS details, 's' AS model,
         1.0 AS created FROM range(0, ?, 8) t(i)""", [F])
+    con.execute("""CREATE TABLE crossmodal AS SELECT i::INTEGER AS feature,
+        CASE WHEN i % 12 = 0 THEN NULL ELSE (i % 101) / 100.0 - 0.5 END AS weight, 5 AS n_text, 5 AS n_image
+        FROM range(0, ?, 4) t(i)""", [F])
     con.close()
     con = duckdb.connect(str(path), read_only=True)
     yield con
@@ -52,6 +55,11 @@ def test_sorted_pages_match_a_reference(big):
     assert lowest.feature == min(scored, key=lambda f: (f % 1000, f))
     share = browse.list_features(big, sort="text_share", per_page=5)
     assert all(r.image_share == 0.0 for r in share.rows)
+    cross = browse.list_features(big, sort="crossmodal", per_page=40)
+    weighted = [f for f in i[alive] if f % 4 == 0 and f % 12 != 0]
+    ref = sorted(weighted, key=lambda f: (-((f % 101) / 100.0 - 0.5), f))[:40]
+    assert [r.feature for r in cross.rows] == ref
+    assert cross.rows[0].crossmodal == pytest.approx((ref[0] % 101) / 100.0 - 0.5)
     past = browse.list_features(big, per_page=500, page=10_000)
     assert past.rows == [] and past.total == alive.sum()
 

@@ -23,6 +23,7 @@ def test_list_search_sort_filter_and_pages(client):
     assert ids(client, q="no such words") == []
     assert ids(client, sort="iou") == [3, 7, 5, 6, 9]  # unscored last
     assert ids(client, sort="text_share")[0] == 9
+    assert ids(client, sort="crossmodal") == [3, 7, 5, 6, 9]  # SAE-V weight; null and missing last
     assert ids(client, status="uninterpretable") == [6] and ids(client, status="unexplained", sort="feature") == [9]
     assert ids(client, concept="colour", sort="feature") == [3, 7]
     first = client.get("/", params={"format": "json", "per_page": 2, "sort": "feature"}).json()
@@ -40,6 +41,8 @@ def test_feature_page_shows_every_part(client):
     assert '<svg id="histogram"' in html and html.count("<rect") == 20
     assert "<mark" in html and ">red</mark> circle" in html  # the firing token highlighted
     assert "#" in html.split('id="neighbours"')[1][:400]  # decoder-cosine neighbours from the SAE
+    assert "cross-modal weight" in html and "0.42" in html.split('id="crossmodal"')[1][:400]
+    assert "none (1 text, 25 image tokens in its top)" in client.get("/feature/5").text
     assert "unable to interpret" in client.get("/feature/6").text
     assert "no top images" in client.get("/feature/9").text
     assert "feature 12345 is not in the index" in client.get("/feature/12345").text

@@ -30,6 +30,20 @@ def add_explanations_and_scores(index_dir: Path) -> None:
                     "(3, 1, 2, 5, 'red', 1.0, 'the <<red>> square on <b>top</b>')")
     finally:
         con.close()
+    add_crossmodal(index_dir)
+
+
+def add_crossmodal(index_dir: Path) -> None:
+    """SAE-V cross-modal weights through the index's own writer: feature 3 weighted 0.42, feature 5 null."""
+    import numpy as np
+
+    from mmsae.index.crossmodal import write_crossmodal
+
+    w = np.full(16, np.nan)
+    w[3], w[7] = 0.42, -0.1
+    n_text, n_image = np.full(16, 5), np.full(16, 25)
+    n_text[5] = 1
+    write_crossmodal(index_dir, w, n_text, n_image, {"k": 30, "min_modality": 5, "pairs": 5})
 
 
 def png_bytes(size=(40, 30), colour=(200, 30, 30), fmt="PNG") -> bytes:

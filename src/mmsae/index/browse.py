@@ -19,6 +19,7 @@ SORTS = {
     "feature": ("feature", "ASC"), "frequency": ("frequency", "DESC"), "n_fires": ("n_fires", "DESC"),
     "max_act": ("max_act", "DESC"), "image_share": ("image_share", "DESC"), "text_share": ("image_share", "ASC"),
     "iou": ("iou", "DESC"), "clip": ("clip", "DESC"), "detection": ("detection_bacc", "DESC"),
+    "crossmodal": ("crossmodal", "DESC"),
 }
 STATUSES = ("explained", "uninterpretable", "failed", "unexplained")
 MAX_PER_PAGE = 500
@@ -34,6 +35,14 @@ def _latest_explanations(con) -> str:
         return "(SELECT NULL::INTEGER AS feature, NULL::VARCHAR AS explanation, NULL::VARCHAR AS status LIMIT 0)"
     return """(SELECT feature, explanation, status FROM explanations
         QUALIFY row_number() OVER (PARTITION BY feature ORDER BY (status = 'failed'), created DESC NULLS LAST) = 1)"""
+
+
+def _crossmodal(con) -> str:
+    """feature -> cross-modal weight (SAE-V's; NULL where the feature has too few text or image tokens among its
+    top tokens, and for every feature of an index `mmsae crossmodal` never ran on)."""
+    if not has_table(con, "crossmodal"):
+        return "(SELECT NULL::INTEGER AS feature, NULL::DOUBLE AS crossmodal LIMIT 0)"
+    return "(SELECT feature, weight AS crossmodal FROM crossmodal)"
 
 
 def _latest_scores(con) -> str:
@@ -58,6 +67,7 @@ class FeatureRow:
     iou: float | None
     clip: float | None
     detection_bacc: float | None
+    crossmodal: float | None
 
 
 @dataclass
@@ -105,10 +115,10 @@ def list_features(con, query: str = "", sort: str = "frequency", descending: boo
         where.append("s.concept_class = ?")
         args.append(concept)
     sql = f"""SELECT f.feature, f.n_fires, f.frequency, f.max_act, f.image_share, e.explanation,
-        coalesce(e.status, 'unexplained'), s.concept_class, s.iou, s.clip, s.detection_bacc,
+        coalesce(e.status, 'unexplained'), s.concept_class, s.iou, s.clip, s.detection_bacc, c.crossmodal,
         count(*) OVER () AS total
         FROM features f LEFT JOIN {_latest_explanations(con)} e USING (feature)
-        LEFT JOIN {_latest_scores(con)} s USING (feature)
+        LEFT JOIN {_latest_scores(con)} s USING (feature) LEFT JOIN {_crossmodal(con)} c USING (feature)
         WHERE {' AND '.join(where)}
         ORDER BY {column} {direction} NULLS LAST, f.feature LIMIT ? OFFSET ?"""
     rows = con.execute(sql, args + [int(per_page), (int(page) - 1) * int(per_page)]).fetchall()
@@ -119,6 +129,15 @@ def list_features(con, query: str = "", sort: str = "frequency", descending: boo
             USING (feature) LEFT JOIN {_latest_scores(con)} s USING (feature) WHERE {' AND '.join(where)}""",
                             args).fetchone()[0]
     return FeaturePage([FeatureRow(*r[:-1]) for r in rows], int(total), int(page), int(per_page))
+
+
+def feature_crossmodal(con, feature: int) -> dict | None:
+    """{weight (None: too few text or image tokens among its top tokens), n_text, n_image} of one feature;
+    None when `mmsae crossmodal` never ran on the index."""
+    if not has_table(con, "crossmodal"):
+        return None
+    row = con.execute("SELECT weight, n_text, n_image FROM crossmodal WHERE feature = ?", [int(feature)]).fetchone()
+    return None if row is None else {"weight": row[0], "n_text": row[1], "n_image": row[2]}
 
 
 def concept_classes(con) -> list[str]:

@@ -91,6 +91,7 @@ class IndexView:
             return {"stats": stats, "examples": examples, "contexts": contexts,
                     "explanations": browse.feature_explanations(con, feature),
                     "scores": browse.feature_scores(con, feature),
+                    "crossmodal": browse.feature_crossmodal(con, feature),
                     "histogram": {"counts": counts.tolist(), "edges": edges.tolist(), "n": n_hist}}
 
     # -- images ------------------------------------------------------------------------------------------
