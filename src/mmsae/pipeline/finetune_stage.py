@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from ..defaults import default_model
 from ..finetune.experiment import ExperimentConfig, ifd_method, plot, prepare, random_scores, run_experiment, summarise
 
@@ -46,7 +48,8 @@ def _sae_scores(rep, prep: dict) -> tuple[dict[str, dict[str, float]], str]:
                 weights = crossmodal_weights(con, load_any(sae_dir).cfg.n_latents)
             finally:
                 con.close()
-            methods.append("cosine")
+            if np.isfinite(weights).any():  # with no weighted feature every record would score 0
+                methods.append("cosine")
     elif demo_dir.exists():
         sae_dir, methods = demo_dir, ["cooccur"]
         note = "SAE scores from the demo's TopK SAE on the zoo subject (cooccur; run the 'saev' stage for l0 and cosine)"

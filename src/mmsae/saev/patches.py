@@ -132,7 +132,10 @@ def patch_experiment(adapter, sae, items, keeps=(1.0, 0.75, 0.5, 0.25), weights_
     for _, coded in coded_records(adapter, sae, ListSource(records), range(len(records)), layer, reject, batch_size):
         scored += [patch_scores(c, weights_F, seed=seed)[0] for c in coded]
     by_id = {s.record_id: s for s in scored}
-    methods = [m for m in METHODS if m != "cosine" or weights_F is not None]
+    # cosine needs at least one weighted feature: with none, every patch scores 0 and the tie order alone
+    # (earlier patches first: the top rows) would pass for a method
+    has_weights = weights_F is not None and bool(np.isfinite(np.asarray(weights_F, np.float64)).any())
+    methods = [m for m in METHODS if m != "cosine" or has_weights]
     result: dict = {}
     truth = {rid: a for _, _, a, rid in items}
     prompt_of = {r.id: r.text for r in records}
