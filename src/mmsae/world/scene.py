@@ -201,8 +201,9 @@ class World:
                     row, col = _cell_of(forced["position"])
             r = SIZE_RADIUS[attrs["size"]] * s
             jitter = rng.uniform(-0.06, 0.06, 2) * s
-            cx = float(np.clip((col + 0.5) * s / 3 + jitter[0], r, s - r))
-            cy = float(np.clip((row + 0.5) * s / 3 + jitter[1], r, s - r))
+            # min/max on scalars: np.clip's value, without its dispatch overhead (issue 16)
+            cx = float(min(max((col + 0.5) * s / 3 + jitter[0], r), s - r))
+            cy = float(min(max((row + 0.5) * s / 3 + jitter[1], r), s - r))
             objects.append(
                 ObjectSpec(
                     kind=attrs["object"], colour=attrs["colour"], texture=attrs["texture"],
@@ -217,14 +218,13 @@ class World:
         full = [render.part_masks(o.kind, o.centre[0], o.centre[1], o.radius, s) for o in objects]
         for o, parts in zip(objects, full):
             render.paint_object(canvas, parts, o.kind, o.colour, o.texture, o.material, *o.centre, o.radius)
-        visible = []
-        for i, parts in enumerate(full):  # later objects occlude earlier ones
-            above = np.zeros((s, s), dtype=bool)
-            for later in full[i + 1 :]:
-                for m in later.values():
-                    above |= m
-            visible.append({p: m & ~above for p, m in parts.items()})
-        return Scene(index, cfg, scene_name, objects, canvas.round().astype(np.uint8), visible)
+        visible: list[dict[str, np.ndarray]] = []
+        above = np.zeros((s, s), dtype=bool)  # the union of the objects after the current one
+        for parts in reversed(full):  # later objects occlude earlier ones
+            visible.insert(0, {p: m & ~above for p, m in parts.items()})
+            for m in parts.values():
+                above |= m
+        return Scene(index, cfg, scene_name, objects, np.rint(canvas, out=canvas).astype(np.uint8), visible)
 
     def _colour(self, kind: str, rng: np.random.Generator) -> str:
         cfg = self.config
