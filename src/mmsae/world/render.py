@@ -121,6 +121,33 @@ def texture_pattern(texture: str, cx: float, cy: float, size: int) -> np.ndarray
     return _texture_at(texture, xx - int(cx), yy - int(cy))
 
 
+@lru_cache(maxsize=None)
+def _object_colours(colour: str) -> np.ndarray:
+    """float32 rows: the primary part's colour, the secondary part's shade, a glass object's edge."""
+    base = np.array(COLOURS[colour], dtype=np.float32)
+    rows = np.stack([base, base * SECONDARY_SHADE, np.clip(base * 1.1 + 20, 0, 255)])
+    _frozen(rows)
+    return rows
+
+
+@lru_cache(maxsize=256)
+def _texture_shade(texture: str, ax: int, ay: int, size: int) -> np.ndarray:
+    """Flat float32 factor per pixel of a texture anchored at (ax, ay). Every texture has period 4 in x
+    and y, so the anchor only matters mod 4: 16 maps per texture and size cover every object."""
+    yy, xx = _pixel_grid(size)
+    shade = np.where(_texture_at(texture, xx - ax, yy - ay), TEXTURE_SHADE, 1.0).astype(np.float32).ravel()
+    _frozen(shade)
+    return shade
+
+
+@lru_cache(maxsize=8)
+def _float_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat row and column of every pixel as float32 (the metal shading's coordinates)."""
+    yy, xx = (g.astype(np.float32).ravel() for g in _pixel_grid(size))
+    _frozen(yy, xx)
+    return yy, xx
+
+
 def _edge(mask: np.ndarray) -> np.ndarray:
     inner = mask.copy()
     inner[1:, :] &= mask[:-1, :]
@@ -142,20 +169,21 @@ def paint_object(
     r: float,
 ) -> None:
     """Paint one object in place onto a float HxWx3 canvas (0..255)."""
-    base = np.array(COLOURS[colour], dtype=np.float32)
+    size = canvas.shape[0]
     primary, secondary = PARTS[kind]
     full = parts[primary] | parts[secondary]
     # Work on the object's M pixels only, in the order boolean indexing visits them (flat indices into the
     # canvas seen as (H*W, 3): much cheaper than 2-D boolean indexing); float32 throughout, as on the whole
     # canvas before, so each pixel gets exactly the value the whole-canvas arithmetic gave it.
     idx_M = np.flatnonzero(full)
-    rows, cols = np.divmod(idx_M, canvas.shape[1])
     pixels = canvas.reshape(-1, 3)  # a view: writes land on the canvas
-    rgb_M3 = np.where(parts[primary].ravel()[idx_M][:, None], base, base * SECONDARY_SHADE)
-    shade_M = np.where(_texture_at(texture, cols - int(cx), rows - int(cy)), TEXTURE_SHADE, 1.0)
-    rgb_M3 *= shade_M.astype(np.float32)[:, None]
+    colours = _object_colours(colour)
+    rgb_M3 = colours[parts[secondary].ravel()[idx_M].view(np.uint8)]  # row 0 primary, row 1 secondary
+    if texture != "plain":  # plain multiplies by 1.0, which changes no float
+        rgb_M3 *= _texture_shade(texture, int(cx) % 4, int(cy) % 4, size)[idx_M, None]
     if material == "metal":
-        yy, xx = rows.astype(np.float32), cols.astype(np.float32)
+        yy_P, xx_P = _float_grid(size)
+        yy, xx = yy_P[idx_M], xx_P[idx_M]
         t = np.clip(((xx - cx) + (yy - cy)) / (4 * r) + 0.5, 0, 1)
         rgb_M3 *= (1.35 - 0.75 * t)[:, None]
         band = np.abs((xx - cx) - (yy - cy) + 0.3 * r) < 0.18 * r
@@ -163,7 +191,7 @@ def paint_object(
         pixels[idx_M] = np.clip(rgb_M3, 0, 255)
     elif material == "glass":
         pixels[idx_M] = 0.45 * pixels[idx_M] + 0.55 * rgb_M3
-        canvas[_edge(full)] = np.clip(base * 1.1 + 20, 0, 255)
+        pixels[np.flatnonzero(_edge(full))] = colours[2]
     elif material == "matte":
         pixels[idx_M] = rgb_M3
     else:
