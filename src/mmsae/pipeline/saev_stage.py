@@ -25,16 +25,24 @@ def _harvest(out: Path, data: str, prompt: str | None, layer: int) -> Path:
     return out
 
 
-def _plot_weights(path: Path, weights) -> None:
+def _plot_crossmodal(path: Path, weights, n_text, k: int, minimum: int) -> None:
+    """Left: how many of each feature's top-k tokens are text (a weight needs >= minimum text and image);
+    right: the weights of the features that have one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.hist(weights, bins=30, color="tab:purple")
-    ax.set_xlabel("cross-modal weight (mean 5x5 cosine)")
-    ax.set_ylabel("features")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
+    a.hist(n_text, bins=range(0, k + 2), color="tab:blue")
+    for x in (minimum, k - minimum + 1):
+        a.axvline(x, color="k", linestyle="--", linewidth=1)
+    a.set_xlabel(f"text tokens among the top {k}")
+    a.set_ylabel("features")
+    a.set_yscale("log")
+    b.hist(weights, bins=30, color="tab:purple")
+    b.set_xlabel("cross-modal weight (mean 5x5 cosine)")
+    b.set_title(f"{len(weights)} features weighted", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -68,7 +76,8 @@ def stage_saev(rep, n_train: int = 300, n_text: int = 1200, n_eval: int = 80, st
     from mmsae.data import open_source
     from mmsae.defaults import default_model
     from mmsae.index import IndexConfig, build_index, open_index, text_contexts
-    from mmsae.index.crossmodal import crossmodal_weights, top_crossmodal
+    from mmsae.index import top_features
+    from mmsae.index.crossmodal import crossmodal_weights, read_crossmodal, top_crossmodal
     from mmsae.models import load_adapter
     from mmsae.saev.compare import compare, table, text_only_jsonl, train_sae
     from mmsae.saev.crossmodal import CrossmodalConfig, run_crossmodal
@@ -100,17 +109,21 @@ def stage_saev(rep, n_train: int = 300, n_text: int = 1200, n_eval: int = 80, st
     index = root / "index-saev"
     build_index(IndexConfig(out=str(index), sae=str(root / SAEV), model=default_model(),
                             data=f"world:n={n_index},seed=9", prompt=prompt, top_n=5, n_text=5, progress=False))
-    cm = run_crossmodal(CrossmodalConfig(index=str(index), progress=False))
+    cm_cfg = CrossmodalConfig(index=str(index), progress=False)
+    run_crossmodal(cm_cfg)
     con = open_index(index)
     try:
         w_F = crossmodal_weights(con, saes[SAEV].cfg.n_latents)
+        n_text_F = read_crossmodal(con)["n_text"]
         top = top_crossmodal(con, 8)
         contexts = {t["feature"]: [c.token for c in text_contexts(con, t["feature"], 5)] for t in top}
+        both = sum(1 for f in top_features(con) if f.n_text_fires and f.n_image_fires)
     finally:
         con.close()
     w = w_F[~np.isnan(w_F)]
-    _plot_weights(rep.out / "saev_crossmodal.png", w)
+    _plot_crossmodal(rep.out / "saev_crossmodal.png", w, n_text_F, cm_cfg.k, cm_cfg.min_modality)
     rep.metrics.update({"saev.crossmodal.n_weighted": int(len(w)), "saev.crossmodal.n_features": int(len(w_F)),
+                        "saev.crossmodal.fire_on_both": int(both),
                         "saev.crossmodal.mean": float(w.mean()) if len(w) else None,
                         "saev.crossmodal.max": float(w.max()) if len(w) else None})
     rows = "\n".join(f"| {t['feature']} | {t['weight']:.3f} | {t['n_text']} | {t['n_image']} | "
@@ -153,13 +166,16 @@ kl = KL(clean || spliced). Special tokens and padding are excluded everywhere; t
 
 **Cross-modal weights** (SAE-V ReLU+L1, index of {n_index} held-out scenes, top-30 tokens, >= 5 text and 5 image,
 mean of 5x5 cosines of the raw layer activations): {len(w)} of {len(w_F)} features have a weight
-(mean {np.mean(w) if len(w) else float('nan'):.3f}).
+(mean {np.mean(w) if len(w) else float('nan'):.3f}). {both} features fire on both text and image tokens somewhere in
+the index; the left panel counts the text tokens among each feature's top {cm_cfg.k} (a weight needs
+{cm_cfg.min_modality} to {cm_cfg.k - cm_cfg.min_modality} of them): where it is 0 or {cm_cfg.k} the feature's strongest
+activations are all in one modality.
 
 ![cross-modal weights](saev_crossmodal.png)
 
 | feature | weight | text in top 30 | image in top 30 | top text tokens | explanation |
 |---|---|---|---|---|---|
-{rows}
+{rows or '| - | - | - | - | - | no feature has a weight |'}
 
 **Patch filtering** (SAE-V ReLU+L1, {res['n_images']} scenes, "what object is <colour> ?", greedy answer of the
 subject): accuracy with 100/75/50/25 % of the patches kept by each score, the rest blacked out in the original
