@@ -19,8 +19,8 @@ attention included, padding included, over the batch's real tokens) and of the S
 the k exact values add 2 k d_in per token, left out). index.bound_ratio = forward / (forward + encode)
 is the best index/capture ratio when both run on the same cores at the same FLOP rate;
 index.ratio_to_bound = ratio_to_capture / bound_ratio. A bfloat16 or int8 selection product
-(index.selection_dtype, as the build resolved it) runs faster per FLOP than the float32 forward, so
-there the index may pass the bound.
+(index.selection_dtype, as the build resolved it) runs faster per FLOP than the float32 forward, so its
+FLOPs count at the rate ratio measured here on the encoder-shaped product (index.gemm_gflops_<dtype>).
 """
 
 from __future__ import annotations
@@ -146,7 +146,15 @@ def main() -> None:
     result["selection_dtype"] = selection.get("dtype")
     result["flops_forward_per_token"] = forward_flops
     result["flops_encode_per_token"] = 2.0 * sae.cfg.d_in * args.latents
-    result["bound_ratio"] = forward_flops / (forward_flops + result["flops_encode_per_token"])
+    # the encode's product runs in the selection's precision: count it at the float32 rate it is worth
+    from train_throughput import gemm_gflops
+
+    sel = result["selection_dtype"] or "float32"
+    shape = (4096, sae.cfg.d_in, args.latents)
+    result["gemm_gflops_float32"] = gemm_gflops(*shape, "float32")
+    result[f"gemm_gflops_{sel}"] = gemm_gflops(*shape, sel) if sel != "float32" else result["gemm_gflops_float32"]
+    encode = result["flops_encode_per_token"] * result["gemm_gflops_float32"] / result[f"gemm_gflops_{sel}"]
+    result["bound_ratio"] = forward_flops / (forward_flops + encode)
     result["ratio_to_bound"] = result["ratio_to_capture"] / result["bound_ratio"]
     for n_records, peak in peaks.items():
         result[f"peak_rss_mb.{n_records}"] = peak

@@ -1,24 +1,14 @@
 """benchmarks/train_throughput.py: flat keys, and only the bound of the path the selection took."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from bench_run import run_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--d-in", "32", "--latents", "256", "--k", "4", "--batch", "128", "--steps", "2", "--warmup-steps", "1",
-         "--threads", "1", "--json"]
+         "--threads", "1"]
 
 
 def _run(*args: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), *SMALL, *args],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+    return run_benchmark("train_throughput.py", *SMALL, *args)
 
 
 @pytest.mark.parametrize("selection, bound", [("int8", "int8_gemm"), ("fp32", "fp32_gemm")])

@@ -11,7 +11,7 @@ from mmsae.pipeline.demo import DEFAULT_STAGES, STAGES, DemoConfig
 def test_stages_are_put_in_the_demo_order():
     assert DemoConfig(stages="sae, harvest ,world").stage_list == ("world", "harvest", "sae")
     assert DemoConfig().stage_list == DEFAULT_STAGES
-    assert set(DEFAULT_STAGES) < set(STAGES)
+    assert DEFAULT_STAGES == tuple(STAGES)  # every stage fits the 10-minute budget
 
 
 @pytest.mark.parametrize("stages, message", [
