@@ -40,7 +40,11 @@ def _plot_crossmodal(path: Path, weights, n_text, k: int, minimum: int) -> None:
     a.set_xlabel(f"text tokens among the top {k}")
     a.set_ylabel("features")
     a.set_yscale("log")
-    b.hist(weights, bins=30, color="tab:purple")
+    if len(weights):
+        b.hist(weights, bins=30, color="tab:purple")
+    else:  # an empty histogram would draw a meaningless axis
+        b.text(0.5, 0.5, "no feature has a weight", ha="center", va="center", transform=b.transAxes)
+        b.set_yticks([])
     b.set_xlabel("cross-modal weight (mean 5x5 cosine)")
     b.set_title(f"{len(weights)} features weighted", fontsize=9)
     fig.tight_layout()
