@@ -170,7 +170,7 @@ kl = KL(clean || spliced). Special tokens and padding are excluded everywhere; t
 
 **Cross-modal weights** (SAE-V ReLU+L1, index of {n_index} held-out scenes, top-30 tokens, >= 5 text and 5 image,
 mean of 5x5 cosines of the raw layer activations): {len(w)} of {len(w_F)} features have a weight
-(mean {np.mean(w) if len(w) else float('nan'):.3f}). {both} features fire on both text and image tokens somewhere in
+{f'(mean {np.mean(w):.3f})' if len(w) else ''}. {both} features fire on both text and image tokens somewhere in
 the index; the left panel counts the text tokens among each feature's top {cm_cfg.k} (a weight needs
 {cm_cfg.min_modality} to {cm_cfg.k - cm_cfg.min_modality} of them): where it is 0 or {cm_cfg.k} the feature's strongest
 activations are all in one modality.
