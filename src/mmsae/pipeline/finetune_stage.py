@@ -16,7 +16,7 @@ from ..defaults import default_model
 from ..finetune.experiment import ExperimentConfig, ifd_method, plot, prepare, random_scores, run_experiment, summarise
 
 # sized for the demo's budget on a quiet 2-core machine; the benchmark runs the full design
-STAGE_CFG = ExperimentConfig(n_train=96, n_eval=48, keeps=(0.5,), seeds=(0, 1), budgets=("steps",), epochs=6.0,
+STAGE_CFG = ExperimentConfig(n_train=96, n_eval=48, keeps=(0.5,), seeds=(0, 1), budgets=("steps",), epochs=4.0,
                              batch=16, lr=1e-3)
 BASES = {"projector": "the zoo subject with its projector re-initialised: its language model knows the answer "
                         "words but nothing of what image tokens mean; 0 % held-out VQA",

@@ -24,7 +24,7 @@ from .report import fmt_ci, mean_ci, ratio_ci
 
 INTERP_LAYERS = (1, 3, 5)  # early, middle, late blocks of the subject's 6
 N_FEATURES = 150  # image features explained and scored on the demo layer (a seeded random sample)
-N_FEATURES_OTHER = 48  # on the other layers (their row in the layer comparison only)
+N_FEATURES_OTHER = 24  # on the other layers (their row in the layer comparison only)
 N_DETECTION = 24  # of those, scored for detection on the middle layer (each costs ~10 judge answers)
 N_SHEETS = 3
 BASELINES = ("iou_random_images", "iou_random_expl", "iou_random")
