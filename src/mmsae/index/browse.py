@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .crossmodal import weights_subquery
 from .db import has_table
 
 # sort key -> (column of the list query, default direction); scores are the per-feature latest value
@@ -35,14 +36,6 @@ def _latest_explanations(con) -> str:
         return "(SELECT NULL::INTEGER AS feature, NULL::VARCHAR AS explanation, NULL::VARCHAR AS status LIMIT 0)"
     return """(SELECT feature, explanation, status FROM explanations
         QUALIFY row_number() OVER (PARTITION BY feature ORDER BY (status = 'failed'), created DESC NULLS LAST) = 1)"""
-
-
-def _crossmodal(con) -> str:
-    """feature -> cross-modal weight (SAE-V's; NULL where the feature has too few text or image tokens among its
-    top tokens, and for every feature of an index `mmsae crossmodal` never ran on)."""
-    if not has_table(con, "crossmodal"):
-        return "(SELECT NULL::INTEGER AS feature, NULL::DOUBLE AS crossmodal LIMIT 0)"
-    return "(SELECT feature, weight AS crossmodal FROM crossmodal)"
 
 
 def _latest_scores(con) -> str:
@@ -118,7 +111,7 @@ def list_features(con, query: str = "", sort: str = "frequency", descending: boo
         coalesce(e.status, 'unexplained'), s.concept_class, s.iou, s.clip, s.detection_bacc, c.crossmodal,
         count(*) OVER () AS total
         FROM features f LEFT JOIN {_latest_explanations(con)} e USING (feature)
-        LEFT JOIN {_latest_scores(con)} s USING (feature) LEFT JOIN {_crossmodal(con)} c USING (feature)
+        LEFT JOIN {_latest_scores(con)} s USING (feature) LEFT JOIN {weights_subquery(con)} c USING (feature)
         WHERE {' AND '.join(where)}
         ORDER BY {column} {direction} NULLS LAST, f.feature LIMIT ? OFFSET ?"""
     rows = con.execute(sql, args + [int(per_page), (int(page) - 1) * int(per_page)]).fetchall()
@@ -129,15 +122,6 @@ def list_features(con, query: str = "", sort: str = "frequency", descending: boo
             USING (feature) LEFT JOIN {_latest_scores(con)} s USING (feature) WHERE {' AND '.join(where)}""",
                             args).fetchone()[0]
     return FeaturePage([FeatureRow(*r[:-1]) for r in rows], int(total), int(page), int(per_page))
-
-
-def feature_crossmodal(con, feature: int) -> dict | None:
-    """{weight (None: too few text or image tokens among its top tokens), n_text, n_image} of one feature;
-    None when `mmsae crossmodal` never ran on the index."""
-    if not has_table(con, "crossmodal"):
-        return None
-    row = con.execute("SELECT weight, n_text, n_image FROM crossmodal WHERE feature = ?", [int(feature)]).fetchone()
-    return None if row is None else {"weight": row[0], "n_text": row[1], "n_image": row[2]}
 
 
 def concept_classes(con) -> list[str]:

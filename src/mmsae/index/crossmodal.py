@@ -42,6 +42,23 @@ def has_crossmodal(con) -> bool:
     return has_table(con, "crossmodal")
 
 
+def weights_subquery(con) -> str:
+    """SQL for (feature, crossmodal weight) to join on: NULL where the feature has too few text or image tokens
+    among its top tokens; no rows when `mmsae crossmodal` never ran on the index."""
+    if not has_crossmodal(con):
+        return "(SELECT NULL::INTEGER AS feature, NULL::DOUBLE AS crossmodal LIMIT 0)"
+    return "(SELECT feature, weight AS crossmodal FROM crossmodal)"
+
+
+def feature_crossmodal(con, feature: int) -> dict | None:
+    """{weight (None: too few text or image tokens among its top tokens), n_text, n_image} of one feature;
+    None when `mmsae crossmodal` never ran on the index."""
+    if not has_crossmodal(con):
+        return None
+    row = con.execute("SELECT weight, n_text, n_image FROM crossmodal WHERE feature = ?", [int(feature)]).fetchone()
+    return None if row is None else {"weight": row[0], "n_text": row[1], "n_image": row[2]}
+
+
 def crossmodal_meta(con) -> dict | None:
     row = con.execute("SELECT value FROM meta WHERE key = ?", [META_KEY]).fetchone()
     return json.loads(row[0]) if row else None

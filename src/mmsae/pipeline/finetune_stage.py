@@ -37,7 +37,7 @@ def _sae_scores(rep, prep: dict) -> tuple[dict[str, dict[str, float]], str]:
     saev_dir, demo_dir = out / "saev" / SAEV, out / "sae" / "sae"
     weights, index = None, out / "saev" / "index-saev"
     if saev_dir.exists():
-        sae_dir, methods = saev_dir, ["l0", "cooccur"]
+        sae, methods = load_any(saev_dir), ["l0", "cooccur"]
         note = "SAE scores from the 'saev' stage's SAE-V (ReLU+L1) on the zoo subject"
         if (index / "index.duckdb").exists():
             from ..index import open_index
@@ -45,20 +45,20 @@ def _sae_scores(rep, prep: dict) -> tuple[dict[str, dict[str, float]], str]:
 
             con = open_index(index)
             try:
-                weights = crossmodal_weights(con, load_any(sae_dir).cfg.n_latents)
+                weights = crossmodal_weights(con, sae.cfg.n_latents)
             finally:
                 con.close()
             if np.isfinite(weights).any():  # with no weighted feature every record would score 0
                 methods.append("cosine")
     elif demo_dir.exists():
-        sae_dir, methods = demo_dir, ["cooccur"]
+        sae, methods = load_any(demo_dir), ["cooccur"]
         note = "SAE scores from the demo's TopK SAE on the zoo subject (cooccur; run the 'saev' stage for l0 and cosine)"
     else:
         raise FileNotFoundError(f"the finetune stage scores records with the demo SAE at {demo_dir} or the SAE-V at "
                                 f"{saev_dir}: run the 'sae' stage (or 'saev') before it")
     src = open_source(f"jsonl:{prep['data_dir'] / 'instruct.jsonl'}")
     records = [src.record(i) for i in range(len(src))]
-    adapter, sae = load_adapter(default_model()), load_any(sae_dir)
+    adapter = load_adapter(default_model())
     scores = {m: score_records(adapter, sae, records, m, crossmodal=weights if m == "cosine" else None)
               for m in methods}
     return scores, f"{note} ({', '.join(methods)})"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..index import browse
+from ..index.crossmodal import feature_crossmodal
 from ..index.read import (
     example_image,
     feature_examples,
@@ -91,7 +92,7 @@ class IndexView:
             return {"stats": stats, "examples": examples, "contexts": contexts,
                     "explanations": browse.feature_explanations(con, feature),
                     "scores": browse.feature_scores(con, feature),
-                    "crossmodal": browse.feature_crossmodal(con, feature),
+                    "crossmodal": feature_crossmodal(con, feature),
                     "histogram": {"counts": counts.tolist(), "edges": edges.tolist(), "n": n_hist}}
 
     # -- images ------------------------------------------------------------------------------------------
