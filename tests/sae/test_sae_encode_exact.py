@@ -35,3 +35,26 @@ def test_encode_exact_breaks_exact_ties_by_the_lower_latent():
     for dtype in (None, torch.bfloat16, torch.int8):
         sae.selection_dtype = dtype
         assert sae.encode_exact(x).indices.tolist() == [[3]]
+
+
+def test_encode_exact_reuses_its_product_buffer_and_sees_weight_changes():
+    """The [B, F] buffer and the bias-augmented encoder are kept between calls: a smaller batch after a
+    larger one, and weights changed in place (a training step), still give fresh, exact codes."""
+    sae = _sae()
+    x = torch.randn(300, 32) * 3
+    first = sae.encode_exact(x)
+    small = sae.encode_exact(x[:50])  # a view of the larger buffer
+    assert torch.equal(small.indices, first.indices[:50]) and torch.equal(small.values, first.values[:50])
+    with torch.no_grad():
+        sae.W_enc.mul_(-1)  # in place: the same storage, a new version
+        sae.b_enc.add_(0.5)
+    flipped = sae.encode_exact(x)
+    fresh = _sae()
+    with torch.no_grad():
+        fresh.W_enc.copy_(sae.W_enc)
+        fresh.b_enc.copy_(sae.b_enc)
+    want = fresh.encode_exact(x)
+    assert torch.equal(flipped.indices, want.indices) and torch.equal(flipped.values, want.values)
+    assert not torch.equal(flipped.indices, first.indices)
+    sae.train()
+    assert getattr(sae, "_inference_cache", None) is None  # a training SAE holds no inference buffer

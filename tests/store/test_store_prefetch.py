@@ -142,6 +142,17 @@ def test_background_queue_is_bounded_and_close_flushes():
     assert handled == list(range(10)) and bg.n_handled == 10
 
 
+def test_background_threads_apply_to_the_consumer_thread_only():
+    """The shard writer runs its small operations on one torch thread; the forward's setting stays."""
+    import torch
+
+    before, seen = torch.get_num_threads(), []
+    bg = Background(lambda item: seen.append(torch.get_num_threads()), maxsize=1, threads=before + 1)
+    bg.put(0)
+    bg.close()
+    assert seen == [before + 1] and torch.get_num_threads() == before
+
+
 def test_background_error_surfaces_and_stops_the_handling():
     handled = []
 

@@ -18,7 +18,11 @@ _POLL_S = 0.1  # how often a blocked put looks for a consumer error (so a failur
 
 
 class Background:
-    def __init__(self, handle: Callable[[Any], None], maxsize: int = 2, name: str = "mmsae-writer"):
+    def __init__(self, handle: Callable[[Any], None], maxsize: int = 2, name: str = "mmsae-writer",
+                 threads: int | None = None):
+        """`threads`: torch's intra-op threads for this thread's own operations (a per-thread setting);
+        a consumer of small operations takes 1, so that they do not fork a second team of threads onto
+        the cores the forward's team is using (None: the process's setting)."""
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize!r}")
         self._handle = handle
@@ -26,11 +30,16 @@ class Background:
         self._error: BaseException | None = None
         self._abort = threading.Event()
         self._closed = False
+        self._threads = threads
         self.n_handled = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
+        if self._threads is not None:
+            import torch
+
+            torch.set_num_threads(self._threads)
         while True:
             item = self._queue.get()
             if item is _STOP:

@@ -197,7 +197,7 @@ def _run(cfg, adapter, source, root: Path, todo: list[int], n_records: int, rank
                TextColumn("{task.fields[tps]} tok/s")]
     writer = _ShardWriter(cfg, root, adapter.d_model)
     with Progress(*columns, disable=not cfg.progress or rank != 0, transient=False) as bar, \
-            Background(writer, maxsize=cfg.write_queue, name="mmsae-shard-writer") as background:
+            Background(writer, maxsize=cfg.write_queue, name="mmsae-shard-writer", threads=1) as background:
         task = bar.add_task("records", total=sum(len(s) for s in segments), tps="-")
         t0, n_tok = _now(), 0
         for s, last, prepared in chain([first] if first else [], batches):

@@ -55,31 +55,29 @@ class ShardBuilder:
     def __post_init__(self):
         self.sum_D = torch.zeros(self.d_in, dtype=torch.float64)
 
-    def add(self, sample_index: int, sample_id: str, table: TokenTable, acts_SD: torch.Tensor,
-            keep_S: np.ndarray, dtype: torch.dtype) -> None:
-        rows_N = np.flatnonzero(keep_S)
-        acts_SD = acts_SD.detach()
-        # statistics of the activations as the model made them, before the cast to the stored dtype
-        x_ND = acts_SD[torch.as_tensor(rows_N, device=acts_SD.device)].to("cpu", torch.float64)
-        self.sum_D += x_ND.sum(0)
-        self.sum_norm += float(x_ND.norm(dim=1).sum())
-        self.acts.append(x_ND.to(dtype))
-        shard_row = np.full(len(table), -1, np.int64)
-        shard_row[rows_N] = self.n_rows + np.arange(len(rows_N))
-        self.n_rows += len(rows_N)
-        self.n_samples += 1
-        self.parts.append((sample_index, sample_id, table, shard_row))
-
     def add_batch(self, captured: list, tokens: str, include_special: bool, dtype: torch.dtype) -> None:
-        """Add a batch of `stream.Captured`: one device-to-host copy for the batch, then per record."""
+        """Add a batch of `stream.Captured`: one device-to-host copy, one row gather, cast and statistics
+        pass for the whole batch (it runs beside the forward, so few, large operations); per record only
+        the token-table bookkeeping."""
         if not captured:
             return
         acts_TD = torch.cat([c.acts_SD.detach() for c in captured]).to("cpu")
+        keep_T = np.concatenate([selected(c.table.modality, tokens, include_special) for c in captured])
+        rows_N = torch.from_numpy(np.flatnonzero(keep_T))
+        # statistics of the activations as the model made them, before the cast to the stored dtype
+        x_ND = acts_TD.index_select(0, rows_N).double()
+        self.sum_D += x_ND.sum(0)
+        self.sum_norm += float(torch.linalg.vector_norm(x_ND, dim=1).sum())
+        self.acts.append(x_ND.to(dtype))
         start = 0
         for c in captured:
             n = len(c.table)
-            self.add(c.index, c.id, c.table, acts_TD[start:start + n], selected(c.table.modality, tokens,
-                                                                                include_special), dtype)
+            kept = np.flatnonzero(keep_T[start:start + n])
+            shard_row = np.full(n, -1, np.int64)
+            shard_row[kept] = self.n_rows + np.arange(len(kept))
+            self.n_rows += len(kept)
+            self.n_samples += 1
+            self.parts.append((c.index, c.id, c.table, shard_row))
             start += n
 
     def reject(self, sample_index: int, sample_id: str, reason: str) -> None:
