@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmsae.sae import SAE, SAEConfig
-from mmsae.sae.quantized import certified_topk, int8_available, int8_preactivation, int8_speedup
+from mmsae.sae.quantized import Int8Product, certified_topk, int8_available, int8_preactivation, int8_speedup
 
 pytestmark = pytest.mark.skipif(not int8_available(), reason="this torch build has no CPU int8 product")
 
@@ -34,20 +34,23 @@ def _assert_float32_topk(rows, W, b, idx_BK, exact_BK, k):
 @pytest.mark.parametrize("outliers", [False, True])
 def test_error_bound_holds_for_every_latent(outliers):
     rows, W, b = _problem(outliers=outliers)
-    approx, err = int8_preactivation(rows, W, b)
+    product = int8_preactivation(rows, W, b)
+    approx, err = product.approx(), product.err_B
     exact = rows.double() @ W.double().T + b.double()
     excess = (approx.double() - exact).abs() - err.double()[:, None]
     assert excess.max() <= 0
-    assert (err > 0).all() and approx.dtype == torch.float32
+    assert (err > 0).all() and product.acc_BF.dtype == torch.int32 and (product.scale_B > 0).all()
+    if not outliers:  # the bias rides in the product: without it every latent would be off by its b
+        assert (approx.double() - exact).abs().max() < 0.5 * b.abs().max()
 
 
 def test_preactivation_into_a_reused_buffer_equals_a_fresh_one():
     rows, W, b = _problem()
-    fresh, err = int8_preactivation(rows, W, b)
-    buf = torch.empty(rows.shape[0], W.shape[0])
-    into, err2 = int8_preactivation(rows, W, b, out=buf)
-    assert into.data_ptr() == buf.data_ptr()
-    assert torch.equal(into, fresh) and torch.equal(err, err2)
+    fresh = int8_preactivation(rows, W, b)
+    buf = torch.empty(rows.shape[0], W.shape[0], dtype=torch.int32)
+    into = int8_preactivation(rows, W, b, out=buf)
+    assert into.acc_BF.data_ptr() == buf.data_ptr()
+    assert torch.equal(into.acc_BF, fresh.acc_BF) and torch.equal(into.err_B, fresh.err_B)
 
 
 @pytest.mark.parametrize("outliers", [False, True])
@@ -56,8 +59,7 @@ def test_certified_topk_is_float32s_whatever_the_margin(outliers, margin):
     """A small margin only makes rows fall back to float32; the answer never changes."""
     k = 16
     rows, W, b = _problem(outliers=outliers)
-    approx, err = int8_preactivation(rows, W, b)
-    idx, exact, n_fallback = certified_topk(rows, W, b, approx, err, k, margin)
+    idx, exact, n_fallback = certified_topk(rows, W, b, int8_preactivation(rows, W, b), k, margin)
     _assert_float32_topk(rows, W, b, idx, exact, k)
     if margin == 0:
         assert n_fallback > 0  # k candidates certify only if the bound is far below every gap
@@ -69,11 +71,11 @@ def test_certificate_rejects_a_row_whose_true_top_k_lies_outside_the_candidates(
     k, F = 4, 64
     rows, W, b = _problem(B=1, D=16, F=F)
     exact = (rows @ W.T + b)
-    approx = exact.clone()
+    acc = (exact * 1000).round().int()  # a product of scale 1e-3 ...
     true_top = exact.topk(k, dim=1).indices[0]
-    approx[0, true_top] -= 10.0  # push the true winners out of the candidates ...
-    err = torch.tensor([10.5])  # ... by less than the bound claims
-    idx, _, n_fallback = certified_topk(rows, W, b, approx, err, k, margin=4)
+    acc[0, true_top] -= 10_000  # ... that pushes the true winners out of the candidates ...
+    product = Int8Product(acc, torch.tensor([1e-3]), torch.tensor([10.5]))  # ... by less than the bound claims
+    idx, _, n_fallback = certified_topk(rows, W, b, product, k, margin=4)
     assert n_fallback == 1
     assert set(idx[0].tolist()) == set(true_top.tolist())
 

@@ -57,12 +57,12 @@ class TopKSAE(SAE):
             # the bound is worst-case, a few times the largest actual error: at d_in 512, k 32 a fresh
             # SAE's rows certify 25 % of the time with margin 32, 99 % with 64, all with 128
             self.int8_margin = max(32, 2 * k)
-        approx_BF, err_B = int8_preactivation(rows_BD, self.W_enc, self.b_enc, out=out)
-        idx_BK, exact_BK, n_fallback = certified_topk(rows_BD, self.W_enc, self.b_enc, approx_BF, err_B, k,
-                                                      self.int8_margin)
+        product = int8_preactivation(rows_BD, self.W_enc, self.b_enc, out=out)
+        idx_BK, exact_BK, n_fallback = certified_topk(rows_BD, self.W_enc, self.b_enc, product, k, self.int8_margin)
         self._note_fallback(int(rows_BD.shape[0]), n_fallback)
         pre_BK = GatherLinear.apply(x_BD, shift_D, self.W_enc, self.b_enc, idx_BK, None, exact_BK, rows_BD)
-        return approx_BF, torch.relu(pre_BK), idx_BK
+        # the accumulator orders each row as the approximation does (AuxK only ranks dead latents by it)
+        return product.acc_BF, torch.relu(pre_BK), idx_BK
 
     def _note_fallback(self, n_rows: int, n_fallback: int) -> None:
         """Each fallback row costs a float32 product of its own; past 1 in 16 rows a wider margin
@@ -89,19 +89,20 @@ class TopKSAE(SAE):
         rows_BD = self.sae_input(x_BD).to(self.W_enc.dtype)
         W_FD, b_F = self.W_enc.detach(), self.b_enc.detach()
         k, F = int(self.cfg.k), self.cfg.n_latents
-        err_B = None
+        product = None
         if self.selection_dtype == torch.int8:
             self.int8_margin = self.int8_margin or max(32, 2 * k)
-            approx_BF, err_B = int8_preactivation(rows_BD, W_FD, b_F)
+            product = int8_preactivation(rows_BD, W_FD, b_F)
+            approx_BF = product.acc_BF  # orders each row as the approximation does
             n_cand = min(F, k + self.int8_margin)
         else:
             approx_BF = self._inference_product(rows_BD, self.selection_dtype or W_FD.dtype)
             n_cand = min(F, k + max(8, k // 4))
         cand_BM = topk_indices(approx_BF, n_cand)
         idx_BK, exact_BK = _best_k(cand_BM, _gather_dot(cand_BM, W_FD, rows_BD) + b_F[cand_BM], k)
-        if err_B is not None:
-            floor_B = approx_BF.gather(1, cand_BM).amin(1)
-            bad_R = (exact_BK.amin(1) < floor_B + err_B).nonzero().squeeze(1) if n_cand < F else cand_BM[:0, 0]
+        if product is not None:
+            floor_B = product.approx_at(cand_BM).amin(1)
+            bad_R = (exact_BK.amin(1) < floor_B + product.err_B).nonzero().squeeze(1) if n_cand < F else cand_BM[:0, 0]
             if bad_R.numel():  # not certified: every latent is a candidate
                 all_RF = torch.arange(F, device=rows_BD.device).expand(len(bad_R), F)
                 rows_RD = rows_BD.index_select(0, bad_R)
@@ -159,8 +160,8 @@ class TopKSAE(SAE):
         if not self.training or torch.is_autocast_enabled(x_BD.device.type):
             return None
         dtype = self.selection_dtype or self.W_enc.dtype
-        if dtype == torch.int8:  # the int32 accumulator, then the float32 approximation, in place
-            dtype = torch.float32
+        if dtype == torch.int8:  # the int32 accumulator
+            dtype = torch.int32
         shape = (x_BD.shape[0], self.cfg.n_latents)
         buf = getattr(self, "_scratch_pre_BF", None)
         if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != x_BD.device:
