@@ -57,4 +57,4 @@ def test_encode_exact_reuses_its_product_buffer_and_sees_weight_changes():
     assert torch.equal(flipped.indices, want.indices) and torch.equal(flipped.values, want.values)
     assert not torch.equal(flipped.indices, first.indices)
     sae.train()
-    assert getattr(sae, "_inference_cache", None) is None  # a training SAE holds no inference buffer
+    assert sae._inference_buf is None and sae._inference_encoder is None  # a training SAE holds neither

@@ -92,7 +92,7 @@ class TopKSAE(SAE):
         product = None
         if self.selection_dtype == torch.int8:
             self.int8_margin = self.int8_margin or max(32, 2 * k)
-            product = int8_preactivation(rows_BD, W_FD, b_F)
+            product = int8_preactivation(rows_BD, W_FD, b_F, out=self._inference_buffer(rows_BD, torch.int32))
             approx_BF = product.acc_BF  # orders each row as the approximation does
             n_cand = min(F, k + self.int8_margin)
         else:
@@ -111,29 +111,32 @@ class TopKSAE(SAE):
         return Codes(torch.relu(exact_BK), idx_BK, F)
 
     def _inference_product(self, rows_BD: Tensor, dtype: torch.dtype) -> Tensor:
-        """rows·W_encᵀ + b_enc in `dtype` for `encode_exact`, two costs of the plain product removed:
-        the bias rides in the product (a column of ones against a column of b_enc: a separate add is
-        another pass over [B, F], ~25 % of a bf16 product at d_in 128), and the [B, F] result goes into
-        a buffer kept between calls (a fresh one is page-faulted in each time, as long again as the
-        product). The augmented encoder is rebuilt when the weights change; `train()` drops both."""
+        """rows·W_encᵀ + b_enc in `dtype` for `encode_exact`, with the bias riding in the product (a
+        column of ones against a column of b_enc: a separate add is another pass over [B, F], ~25 % of
+        a bf16 product at d_in 128). The augmented encoder is rebuilt when the weights change."""
         W_FD, b_F = self.W_enc, self.b_enc
         key = (W_FD.data_ptr(), W_FD._version, b_F.data_ptr(), b_F._version, dtype, W_FD.device)
-        cache = getattr(self, "_inference_cache", None)
-        if cache is None or cache[0] != key:
+        cached = getattr(self, "_inference_encoder", None)
+        if cached is None or cached[0] != key:
             D = W_FD.shape[1]
             width = -(-(D + 1) // 16) * 16  # padded to 16: oneDNN's bf16 kernels are fastest on such widths
             W_aug = torch.zeros(W_FD.shape[0], width, dtype=dtype, device=W_FD.device)
             W_aug[:, :D], W_aug[:, D] = W_FD.detach(), b_F.detach()
-            cache = self._inference_cache = (key, W_aug.T.contiguous(), None)
-        _, W_aug_DF, buf = cache
+            cached = self._inference_encoder = (key, W_aug.T.contiguous())
+        W_aug_AF = cached[1]
         B, D = rows_BD.shape
-        x_aug = rows_BD.new_zeros(B, W_aug_DF.shape[0], dtype=dtype)
+        x_aug = rows_BD.new_zeros(B, W_aug_AF.shape[0], dtype=dtype)
         x_aug[:, :D], x_aug[:, D] = rows_BD, 1
-        if buf is None or buf.shape[0] < B:
-            self._inference_cache = buf = None  # free the old one first
-            buf = torch.empty(B, W_aug_DF.shape[1], dtype=dtype, device=rows_BD.device)
-            self._inference_cache = (cache[0], W_aug_DF, buf)
-        return torch.mm(x_aug, W_aug_DF, out=buf[:B])
+        return torch.mm(x_aug, W_aug_AF, out=self._inference_buffer(rows_BD, dtype))
+
+    def _inference_buffer(self, rows_BD: Tensor, dtype: torch.dtype) -> Tensor:
+        """A [B, F] buffer for `encode_exact`'s selection product, kept between calls: a fresh one is
+        page-faulted in on every call, which costs as long again as a bf16 product. `train()` drops it."""
+        B, buf = rows_BD.shape[0], getattr(self, "_inference_buf", None)
+        if buf is None or buf.shape[0] < B or buf.dtype != dtype or buf.device != rows_BD.device:
+            self._inference_buf = buf = None  # free the old one first
+            self._inference_buf = buf = torch.empty(B, self.cfg.n_latents, dtype=dtype, device=rows_BD.device)
+        return buf[:B]
 
     def forward(self, x_BD: Tensor, dead_mask_F: Tensor | None = None, reduce: Reduce | None = None) -> SAEOutput:
         reduce = reduce or no_reduce
@@ -172,7 +175,7 @@ class TopKSAE(SAE):
     def train(self, mode: bool = True) -> TopKSAE:
         if not mode:
             self._scratch_pre_BF = None
-        self._inference_cache = None
+        self._inference_encoder = self._inference_buf = None
         return super().train(mode)
 
     @property
