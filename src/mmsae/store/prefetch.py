@@ -11,6 +11,7 @@ At most workers x PREFETCH batches are in flight, so memory does not grow with t
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -180,6 +181,25 @@ def prepared_batches(adapter, source, segments: Sequence[Sequence[int]], batch_s
     context = "fork" if sys.platform.startswith("linux") else None
     loader = torch.utils.data.DataLoader(records, batch_sampler=[idx for _, _, idx in batches], collate_fn=encode,
                                          num_workers=min(workers, len(batches)), prefetch_factor=PREFETCH,
-                                         multiprocessing_context=context, pin_memory=pin_memory)
+                                         multiprocessing_context=context, pin_memory=pin_memory,
+                                         worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
     for (s, last, _), prepared in zip(batches, loader):
         yield s, last, prepared
+
+
+def _die_with_parent(parent_pid: int, _worker_id: int) -> None:
+    """Make a worker die with the process that started it (Linux). After a kill -9 of that process a
+    DataLoader worker notices and tries to exit, but its queue's feeder thread blocks for good writing
+    to a pipe whose read end the worker itself still holds: the worker would linger, holding its
+    memory. PR_SET_PDEATHSIG has the kernel kill it instead."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl in this libc: keep the DataLoader's own watchdog
+        return
+    if os.getppid() != parent_pid:  # the parent died before the call above took effect
+        os._exit(1)
