@@ -107,8 +107,16 @@ def test_topk_indices_is_torch_topk_up_to_ties(n_cols, k):
     from mmsae.sae.kernels import topk_indices
 
     g = torch.Generator().manual_seed(n_cols)
+    # bf16 is searched on its bits as int16: rows with negative values among their top k (few positives,
+    # all negative, signed zeros, infinities) are the ones that must be searched again by value
+    shift = torch.where(torch.arange(33)[:, None] % 2 == 0, 0.0, -2.5)
+    special = torch.randn(33, n_cols, generator=g) - 1
+    special[:, :3] = torch.tensor([-0.0, 0.0, -float("inf")])
+    special[5, 7] = float("inf")
     for scores in (torch.randn(33, n_cols, generator=g), torch.randint(0, 12, (33, n_cols), generator=g).float(),
-                   torch.randn(33, n_cols, generator=g).bfloat16()):
+                   torch.randn(33, n_cols, generator=g).bfloat16(),
+                   (torch.randn(33, n_cols, generator=g) + shift).bfloat16(),
+                   (-torch.rand(33, n_cols, generator=g)).bfloat16(), special.bfloat16()):
         idx = topk_indices(scores, k)
         assert idx.shape == (33, k) and idx.min() >= 0 and idx.max() < n_cols
         assert (idx.sort(1).values.diff(1) > 0).all()  # no column twice

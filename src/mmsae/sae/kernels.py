@@ -222,13 +222,33 @@ def topk_indices(scores_BF: Tensor, k: int) -> Tensor:
     same way) and a top-k over the k·g candidates replace one top-k over F. torch's top-k costs
     ~1 µs per row and a few ns per entry; the max over groups, a fraction of a ns per entry.
     """
+    if scores_BF.dtype == torch.bfloat16 and scores_BF.device.type == "cpu":
+        return _topk_bf16_by_bits(scores_BF, k)
+    return _topk_grouped(scores_BF, k)
+
+
+def _topk_bf16_by_bits(scores_BF: Tensor, k: int) -> Tensor:
+    """`topk_indices` of a bf16 matrix on CPU, searched on its bits read as int16 (torch's int16 max and
+    top-k run ~3x and ~1.5x faster than its bf16 ones, which convert each element). The bits of
+    non-negative bf16 values (NaN, +inf included) order as the values; negative values' bits all sort
+    below them, in reverse order among themselves. So a row whose k picks are all non-negative has the
+    right picks, and a row where a negative value made it in is searched again by value."""
+    bits_BF = scores_BF.contiguous().view(torch.int16)
+    idx_BK = _topk_grouped(bits_BF, k)
+    redo_R = (bits_BF.gather(1, idx_BK).amin(1) < 0).nonzero().squeeze(1)
+    if redo_R.numel():
+        idx_BK[redo_R] = _topk_grouped(scores_BF.index_select(0, redo_R), k)
+    return idx_BK
+
+
+def _topk_grouped(scores_BF: Tensor, k: int) -> Tensor:
     B, n = scores_BF.shape
     g = _group_size(n, k)
     if g is None or scores_BF.device.type != "cpu":  # torch.topk is already fast on GPUs
         return scores_BF.topk(k, dim=1, sorted=False).indices
     c = n // g
     grouped_BGC = scores_BF.contiguous().view(B, g, c)
-    group_BK = topk_indices(grouped_BGC.amax(1), k)
+    group_BK = _topk_grouped(grouped_BGC.amax(1), k)
     cand_BGK = grouped_BGC.gather(2, group_BK.unsqueeze(1).expand(B, g, k))
     pick_BK = cand_BGK.view(B, g * k).topk(k, dim=1, sorted=False).indices
     return group_BK.gather(1, pick_BK % k) + c * (pick_BK // k)
