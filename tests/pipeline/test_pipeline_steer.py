@@ -64,6 +64,10 @@ def test_first_tokens_are_the_generated_first_tokens(subject):
     first = hal.first_tokens(subject, prompts, batch=4)  # right padding, two batches
     words = hal.generated_answers(subject, prompts, batch=6, max_new_tokens=1)
     assert [subject.tokenizer.decode([t]).strip() for t in first] == words
+    # encoded once and reused (the study's grid runs each set under every candidate): the same tokens
+    encoded = hal.encode_batches(subject, prompts, batch=4)
+    for _ in range(2):
+        assert np.array_equal(hal.first_tokens(subject, None, encoded=encoded), first)
 
 
 @pytest.mark.slow

@@ -157,11 +157,18 @@ def _nocontext(_enc) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def first_tokens(adapter, prompts: Sequence[Prompt], make_ctx: MakeContext = _nocontext, batch: int = 48) -> np.ndarray:
-    """The greedy first answer token of each prompt (right padding: every real position is as unpadded)."""
+def encode_batches(adapter, prompts: Sequence[Prompt], batch: int = 48) -> list:
+    """The prompts encoded (right padding) in batches of `batch`, as `first_tokens` runs them."""
+    return [adapter.encode(prompts[lo : lo + batch]) for lo in range(0, len(prompts), batch)]
+
+
+def first_tokens(adapter, prompts: Sequence[Prompt] | None, make_ctx: MakeContext = _nocontext, batch: int = 48,
+                 encoded: list | None = None) -> np.ndarray:
+    """The greedy first answer token of each prompt (right padding: every real position is as unpadded).
+    `encoded` (from `encode_batches`) replaces `prompts` when the same prompts are run many times: a sweep
+    of interventions then pays the processor once."""
     out = []
-    for lo in range(0, len(prompts), batch):
-        enc = adapter.encode(prompts[lo : lo + batch])
+    for enc in encoded if encoded is not None else encode_batches(adapter, prompts, batch):
         last_B = enc.inputs["attention_mask"].sum(1) - 1
         with make_ctx(enc):
             logits_BSV = adapter.forward_logits(enc.inputs)

@@ -15,8 +15,9 @@ from ..models.table import MODALITIES
 from ..steer import AddVector, Scale, steering
 from ..world import WorldConfig
 from ..world.text import chat_prompt
-from .hallucination import (NO, YES, Case, Choice, StudyResult, StudySettings, answer_position_acts, first_tokens,
-                            generated_answers, pearson, slice_cases, spearman, split_halves, token_id, vqa_items)
+from .hallucination import (NO, YES, Case, Choice, StudyResult, StudySettings, answer_position_acts, encode_batches,
+                            first_tokens, generated_answers, pearson, slice_cases, spearman, split_halves, token_id,
+                            vqa_items)
 
 
 def _modality_name(m) -> str:
@@ -87,6 +88,15 @@ class _Evaluator:
     def __init__(self, adapter, sae, layer: int, batch: int):
         self.adapter, self.sae, self.layer, self.batch = adapter, sae, layer, batch
         self.yes, self.no = token_id(adapter, YES), token_id(adapter, NO)
+        # the grid runs the same few sets (hallucinated, correct, control, VQA) under every candidate: each is
+        # encoded once (the items are kept with their encodings, so their ids stay theirs)
+        self._encoded: dict[tuple[int, ...], tuple[list, list]] = {}
+
+    def _first(self, items: list, interventions) -> np.ndarray:
+        key = tuple(map(id, items))
+        if key not in self._encoded:
+            self._encoded[key] = (items, encode_batches(self.adapter, [x.prompt for x in items], self.batch))
+        return first_tokens(self.adapter, None, self.ctx(interventions), encoded=self._encoded[key][1])
 
     def ctx(self, interventions):
         if not interventions:
@@ -94,13 +104,13 @@ class _Evaluator:
         return lambda enc: steering(self.adapter, self.sae, self.layer, interventions, enc)
 
     def said_no(self, cases: list[Case], interventions=None) -> np.ndarray:
-        return first_tokens(self.adapter, [c.prompt for c in cases], self.ctx(interventions), self.batch) == self.no
+        return self._first(cases, interventions) == self.no
 
     def said_yes(self, cases: list[Case], interventions=None) -> np.ndarray:
-        return first_tokens(self.adapter, [c.prompt for c in cases], self.ctx(interventions), self.batch) == self.yes
+        return self._first(cases, interventions) == self.yes
 
     def vqa_first_ok(self, items, first_ids: np.ndarray, interventions=None) -> np.ndarray:
-        return first_tokens(self.adapter, [v.prompt for v in items], self.ctx(interventions), self.batch) == first_ids
+        return self._first(items, interventions) == first_ids
 
 
 def _rate(flags: np.ndarray) -> float:
