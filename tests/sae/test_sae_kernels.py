@@ -104,11 +104,11 @@ def test_gather_linear_with_a_shift_matches_dense_reference():
 def test_topk_indices_is_torch_topk_up_to_ties(n_cols, k):
     """Grouped top-k (several levels for 256 and 1024 columns, plain for 1002 and 64) returns k
     distinct columns holding exactly torch.topk's values, also among many exact ties."""
-    from mmsae.sae.kernels import topk_indices
+    from mmsae.sae.kernels import topk_candidates, topk_indices
 
     g = torch.Generator().manual_seed(n_cols)
-    # bf16 is searched on its bits as int16: rows with negative values among their top k (few positives,
-    # all negative, signed zeros, infinities) are the ones that must be searched again by value
+    # topk_candidates searches bf16 on its bits as int16: rows with negative values among their top k (few
+    # positives, all negative, signed zeros, infinities) are the ones that must be searched again by value
     shift = torch.where(torch.arange(33)[:, None] % 2 == 0, 0.0, -2.5)
     special = torch.randn(33, n_cols, generator=g) - 1
     special[:, :3] = torch.tensor([-0.0, 0.0, -float("inf")])
@@ -117,11 +117,12 @@ def test_topk_indices_is_torch_topk_up_to_ties(n_cols, k):
                    torch.randn(33, n_cols, generator=g).bfloat16(),
                    (torch.randn(33, n_cols, generator=g) + shift).bfloat16(),
                    (-torch.rand(33, n_cols, generator=g)).bfloat16(), special.bfloat16()):
-        idx = topk_indices(scores, k)
-        assert idx.shape == (33, k) and idx.min() >= 0 and idx.max() < n_cols
-        assert (idx.sort(1).values.diff(1) > 0).all()  # no column twice
-        want = scores.topk(k, dim=1).values
-        assert torch.equal(scores.gather(1, idx).sort(1, descending=True).values, want)
+        for search in (topk_indices, topk_candidates):
+            idx = search(scores, k)
+            assert idx.shape == (33, k) and idx.min() >= 0 and idx.max() < n_cols
+            assert (idx.sort(1).values.diff(1) > 0).all()  # no column twice
+            want = scores.topk(k, dim=1).values
+            assert torch.equal(scores.gather(1, idx).sort(1, descending=True).values, want), search.__name__
 
 
 def test_select_topk_from_bf16_product_picks_float32s_top_k_with_exact_values():

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from mmsae.models import IMAGE, SPECIAL, TEXT, Prompt, load_adapter
 from mmsae.store import ActivationStore, HarvestConfig, harvest
@@ -113,3 +114,35 @@ def test_rerun_on_changed_data_is_refused(llava_dir, tmp_path):
     Image.new("RGB", (20, 20), "blue").save(tmp_path / "imgs" / "2.png")
     with pytest.raises(ValueError, match="other settings"):
         harvest(cfg)
+
+
+class _Table:
+    def __init__(self, modality):
+        self.modality = modality
+
+    def __len__(self):
+        return len(self.modality)
+
+
+def test_statistics_are_the_same_bits_whatever_the_batch_size():
+    """The store's mean and mean norm feed the SAE's normalisation: a last-bit change there trains another
+    SAE, so they are summed record by record, in record order, whatever the batches."""
+    from types import SimpleNamespace
+
+    from mmsae.store.shard import ShardBuilder
+
+    g = torch.Generator().manual_seed(0)
+    records = []
+    for i in range(60):
+        n = int(torch.randint(5, 40, (1,), generator=g))
+        acts = torch.randn(n, 64, generator=g) * torch.randn(n, 1, generator=g).exp() * 10
+        modality = np.array([TEXT, IMAGE, SPECIAL])[torch.randint(0, 3, (n,), generator=g).numpy()]
+        records.append(SimpleNamespace(index=i, id=str(i), table=_Table(modality), acts_SD=acts))
+    stats = []
+    for batch in (1, 7):
+        b = ShardBuilder(0, (0, 60), 64)
+        for lo in range(0, 60, batch):
+            b.add_batch(records[lo:lo + batch], "all", False, torch.float32)
+        stats.append((b.sum_D, b.sum_norm, torch.cat(b.acts), b.n_rows))
+    (d1, n1, a1, r1), (d7, n7, a7, r7) = stats
+    assert torch.equal(d1, d7) and n1 == n7 and torch.equal(a1, a7) and r1 == r7

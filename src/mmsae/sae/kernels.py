@@ -222,17 +222,21 @@ def topk_indices(scores_BF: Tensor, k: int) -> Tensor:
     same way) and a top-k over the k·g candidates replace one top-k over F. torch's top-k costs
     ~1 µs per row and a few ns per entry; the max over groups, a fraction of a ns per entry.
     """
-    if scores_BF.dtype == torch.bfloat16 and scores_BF.device.type == "cpu":
-        return _topk_bf16_by_bits(scores_BF, k)
     return _topk_grouped(scores_BF, k)
 
 
-def _topk_bf16_by_bits(scores_BF: Tensor, k: int) -> Tensor:
-    """`topk_indices` of a bf16 matrix on CPU, searched on its bits read as int16 (torch's int16 max and
-    top-k run ~3x and ~1.5x faster than its bf16 ones, which convert each element). The bits of
-    non-negative bf16 values (NaN, +inf included) order as the values; negative values' bits all sort
-    below them, in reverse order among themselves. So a row whose k picks are all non-negative has the
-    right picks, and a row where a negative value made it in is searched again by value."""
+def topk_candidates(scores_BF: Tensor, k: int) -> Tensor:
+    """`topk_indices` for a candidate search whose picks among tied scores do not matter (exact values
+    decide among the candidates afterwards, as in `TopKSAE.encode_exact`). A bf16 matrix on CPU is
+    searched on its bits read as int16: torch's int16 max and top-k run ~3x and ~1.5x faster than its
+    bf16 ones, which convert each element. The bits of non-negative bf16 values (NaN, +inf included)
+    order as the values; negative values' bits all sort below them, in reverse order among themselves.
+    So a row whose k picks are all non-negative has the right picks, and a row where a negative value
+    made it in is searched again by value. Ties may be broken otherwise than `topk_indices` breaks them,
+    which is why training keeps `topk_indices`: its AuxK ranks dead latents by the bf16 values
+    themselves, and a different tie there trains a different SAE."""
+    if scores_BF.dtype != torch.bfloat16 or scores_BF.device.type != "cpu":
+        return topk_indices(scores_BF, k)
     bits_BF = scores_BF.contiguous().view(torch.int16)
     idx_BK = _topk_grouped(bits_BF, k)
     redo_R = (bits_BF.gather(1, idx_BK).amin(1) < 0).nonzero().squeeze(1)

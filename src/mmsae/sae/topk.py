@@ -15,6 +15,7 @@ from mmsae.sae.kernels import (
     select_topk,
     select_values,
     sparse_decode,
+    topk_candidates,
     topk_indices,
 )
 from mmsae.sae.quantized import certified_topk, int8_preactivation
@@ -98,7 +99,7 @@ class TopKSAE(SAE):
         else:
             approx_BF = self._inference_product(rows_BD, self.selection_dtype or W_FD.dtype)
             n_cand = min(F, k + max(8, k // 4))
-        cand_BM = topk_indices(approx_BF, n_cand)
+        cand_BM = topk_candidates(approx_BF, n_cand)
         idx_BK, exact_BK = _best_k(cand_BM, _gather_dot(cand_BM, W_FD, rows_BD) + b_F[cand_BM], k)
         if product is not None:
             floor_B = product.approx_at(cand_BM).amin(1)

@@ -56,9 +56,9 @@ class ShardBuilder:
         self.sum_D = torch.zeros(self.d_in, dtype=torch.float64)
 
     def add_batch(self, captured: list, tokens: str, include_special: bool, dtype: torch.dtype) -> None:
-        """Add a batch of `stream.Captured`: one device-to-host copy, one row gather, cast and statistics
-        pass for the whole batch (it runs beside the forward, so few, large operations); per record only
-        the token-table bookkeeping."""
+        """Add a batch of `stream.Captured`: one device-to-host copy, row gather, cast and norm for the whole
+        batch (it runs beside the forward, so few, large operations); per record the sums and the
+        token-table bookkeeping."""
         if not captured:
             return
         acts_TD = torch.cat([c.acts_SD.detach() for c in captured]).to("cpu")
@@ -66,13 +66,17 @@ class ShardBuilder:
         rows_N = torch.from_numpy(np.flatnonzero(keep_T))
         # statistics of the activations as the model made them, before the cast to the stored dtype
         x_ND = acts_TD.index_select(0, rows_N).double()
-        self.sum_D += x_ND.sum(0)
-        self.sum_norm += float(torch.linalg.vector_norm(x_ND, dim=1).sum())
+        norm_N = torch.linalg.vector_norm(x_ND, dim=1)
         self.acts.append(x_ND.to(dtype))
-        start = 0
+        start = row = 0
         for c in captured:
             n = len(c.table)
             kept = np.flatnonzero(keep_T[start:start + n])
+            # summed record by record, in record order: the statistics (and the SAE trained from the
+            # normalisation they give) stay bit for bit those of any batch size
+            self.sum_D += x_ND[row:row + len(kept)].sum(0)
+            self.sum_norm += float(norm_N[row:row + len(kept)].sum())
+            row += len(kept)
             shard_row = np.full(n, -1, np.int64)
             shard_row[kept] = self.n_rows + np.arange(len(kept))
             self.n_rows += len(kept)
