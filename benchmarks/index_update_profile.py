@@ -6,7 +6,7 @@ Captures the zoo subject's block-3 activations for `records` world records once,
 batches and a random TopK SAE (2^14 latents, k 32, the selection `build_index` would choose):
   - capture:    the capture loop itself (rendering, processor, forward to block 3), for scale
   - product:    encode_exact's selection product (bias folded in, into its kept buffer)
-  - candidates: the top k + margin candidate search over that product (`topk_indices`)
+  - candidates: the top k + margin candidate search over that product (`topk_candidates`)
   - encode:     the whole `encode_exact` (product, candidates, exact values, the k best)
   - add_batch:  the whole update of the running state (encode + statistics + top-N images and texts)
 Each is the best of `--repeats` passes, in µs per token; `--json` prints flat `profile.*` keys.
@@ -26,7 +26,7 @@ def main() -> None:
     from mmsae.index.state import IndexState, use_selection
     from mmsae.models import load_adapter
     from mmsae.sae import SAE, SAEConfig
-    from mmsae.sae.kernels import topk_indices
+    from mmsae.sae.kernels import topk_candidates
     from mmsae.store.stream import capture_batches
     from mmsae.zoo import model_dir
 
@@ -62,7 +62,7 @@ def main() -> None:
 
     def candidates():
         for p in pre:
-            topk_indices(p, args.k + margin)
+            topk_candidates(p, args.k + margin)
 
     def encode():
         for a in acts:
