@@ -222,7 +222,16 @@ def topk_indices(scores_BF: Tensor, k: int) -> Tensor:
     same way) and a top-k over the k·g candidates replace one top-k over F. torch's top-k costs
     ~1 µs per row and a few ns per entry; the max over groups, a fraction of a ns per entry.
     """
-    return _topk_grouped(scores_BF, k)
+    B, n = scores_BF.shape
+    g = _group_size(n, k)
+    if g is None or scores_BF.device.type != "cpu":  # torch.topk is already fast on GPUs
+        return scores_BF.topk(k, dim=1, sorted=False).indices
+    c = n // g
+    grouped_BGC = scores_BF.contiguous().view(B, g, c)
+    group_BK = topk_indices(grouped_BGC.amax(1), k)
+    cand_BGK = grouped_BGC.gather(2, group_BK.unsqueeze(1).expand(B, g, k))
+    pick_BK = cand_BGK.view(B, g * k).topk(k, dim=1, sorted=False).indices
+    return group_BK.gather(1, pick_BK % k) + c * (pick_BK // k)
 
 
 def topk_candidates(scores_BF: Tensor, k: int) -> Tensor:
@@ -238,24 +247,29 @@ def topk_candidates(scores_BF: Tensor, k: int) -> Tensor:
     if scores_BF.dtype != torch.bfloat16 or scores_BF.device.type != "cpu":
         return topk_indices(scores_BF, k)
     bits_BF = scores_BF.contiguous().view(torch.int16)
-    idx_BK = _topk_grouped(bits_BF, k)
+    idx_BK = topk_indices(bits_BF, k)
     redo_R = (bits_BF.gather(1, idx_BK).amin(1) < 0).nonzero().squeeze(1)
     if redo_R.numel():
-        idx_BK[redo_R] = _topk_grouped(scores_BF.index_select(0, redo_R), k)
+        idx_BK[redo_R] = topk_indices(scores_BF.index_select(0, redo_R), k)
     return idx_BK
 
 
-def _topk_grouped(scores_BF: Tensor, k: int) -> Tensor:
-    B, n = scores_BF.shape
-    g = _group_size(n, k)
-    if g is None or scores_BF.device.type != "cpu":  # torch.topk is already fast on GPUs
-        return scores_BF.topk(k, dim=1, sorted=False).indices
-    c = n // g
-    grouped_BGC = scores_BF.contiguous().view(B, g, c)
-    group_BK = _topk_grouped(grouped_BGC.amax(1), k)
-    cand_BGK = grouped_BGC.gather(2, group_BK.unsqueeze(1).expand(B, g, k))
-    pick_BK = cand_BGK.view(B, g * k).topk(k, dim=1, sorted=False).indices
-    return group_BK.gather(1, pick_BK % k) + c * (pick_BK // k)
+def with_bias_column(rows_BD: Tensor, c: float, dtype: torch.dtype) -> Tensor:
+    """[rows, c, 0...]: the rows with a constant column, zero-padded to a width that is a multiple of 16
+    (oneDNN's bf16 and int8 kernels work in such blocks). Against `encoder_with_bias_column(W, b, c)`
+    the product is rows·Wᵀ + b in one GEMM, with no separate pass over [B, F] to add the bias."""
+    B, D = rows_BD.shape
+    out_BA = rows_BD.new_zeros(B, -(-(D + 1) // 16) * 16, dtype=dtype)
+    out_BA[:, :D], out_BA[:, D] = rows_BD, c
+    return out_BA
+
+
+def encoder_with_bias_column(W_FD: Tensor, b_F: Tensor, c: float, dtype: torch.dtype) -> Tensor:
+    """[W, b/c, 0...], the partner of `with_bias_column(rows, c)`."""
+    F, D = W_FD.shape
+    out_FA = W_FD.new_zeros(F, -(-(D + 1) // 16) * 16, dtype=dtype)
+    out_FA[:, :D], out_FA[:, D] = W_FD.detach(), b_F.detach().to(dtype) / c
+    return out_FA
 
 
 def _group_size(n_cols: int, k: int) -> int | None:

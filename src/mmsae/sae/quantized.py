@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mmsae.sae.kernels import encoder_with_bias_column, with_bias_column
+
 # fp32 rounding of the dequantised product and of the exact recomputation, relative to the
 # bound's scale ‖r‖·max‖w‖; far below the int8 quantisation error (~1e-2 of that scale)
 _ROUNDING_SLACK = 1e-5
@@ -74,14 +76,12 @@ def int8_preactivation(rows_BD: Tensor, W_FD: Tensor, b_F: Tensor, out: Tensor |
 
     The bias enters as a column: rows get a constant c and W_enc the column b_enc/c, so
     [r, c]·[w, b/c] = r·w + b and the certificate's bound, computed on these augmented vectors, covers
-    the bias too. Both are padded with zeros to a width of 16 (oneDNN's int8 kernels work in blocks).
-    `out` ([B, F] int32) receives the accumulator."""
+    the bias too (`with_bias_column`). `out` ([B, F] int32) receives the accumulator."""
     if rows_BD.device.type != "cpu":
         raise ValueError(f"int8 selection runs on CPU only, got device {rows_BD.device}")
     B, D = rows_BD.shape
     if (D + 1) * 127 * 127 >= 2**31:
         raise ValueError(f"int8 selection needs d_in < {2**31 // 127**2 - 1} (int32 accumulator), got {D}")
-    width = -(-(D + 1) // 16) * 16
     with torch.no_grad():
         rows_BD = rows_BD.detach().float()
         # c = max|b| / max|W|: the bias column's largest entry equals W's, so it never coarsens W's
@@ -92,10 +92,8 @@ def int8_preactivation(rows_BD: Tensor, W_FD: Tensor, b_F: Tensor, out: Tensor |
         if B:
             c = min(c, float(rows_BD.abs().amax(1).median()))
         c = c if c > 0 else 1.0
-        rows_BA = rows_BD.new_zeros(B, width)
-        rows_BA[:, :D], rows_BA[:, D] = rows_BD, c
-        W_FA = rows_BD.new_zeros(W_FD.shape[0], width)
-        W_FA[:, :D], W_FA[:, D] = W_FD.detach(), b_F.detach().float() / c
+        rows_BA = with_bias_column(rows_BD, c, torch.float32)
+        W_FA = encoder_with_bias_column(W_FD.float(), b_F.float(), c, torch.float32)
         q_BA, sx_B = _quantize_rows(rows_BA)
         w_scale = float(W_FA.abs().amax()) / 127 or 1.0
         q_FA = torch.round(W_FA / w_scale).clamp_(-127, 127).to(torch.int8)

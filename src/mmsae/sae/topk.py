@@ -12,11 +12,13 @@ from mmsae.sae.kernels import (
     _gather_dot,
     dense_preactivation,
     encoder_input,
+    encoder_with_bias_column,
     select_topk,
     select_values,
     sparse_decode,
     topk_candidates,
     topk_indices,
+    with_bias_column,
 )
 from mmsae.sae.quantized import certified_topk, int8_preactivation
 
@@ -119,16 +121,9 @@ class TopKSAE(SAE):
         key = (W_FD.data_ptr(), W_FD._version, b_F.data_ptr(), b_F._version, dtype, W_FD.device)
         cached = getattr(self, "_inference_encoder", None)
         if cached is None or cached[0] != key:
-            D = W_FD.shape[1]
-            width = -(-(D + 1) // 16) * 16  # padded to 16: oneDNN's bf16 kernels are fastest on such widths
-            W_aug = torch.zeros(W_FD.shape[0], width, dtype=dtype, device=W_FD.device)
-            W_aug[:, :D], W_aug[:, D] = W_FD.detach(), b_F.detach()
-            cached = self._inference_encoder = (key, W_aug.T.contiguous())
-        W_aug_AF = cached[1]
-        B, D = rows_BD.shape
-        x_aug = rows_BD.new_zeros(B, W_aug_AF.shape[0], dtype=dtype)
-        x_aug[:, :D], x_aug[:, D] = rows_BD, 1
-        return torch.mm(x_aug, W_aug_AF, out=self._inference_buffer(rows_BD, dtype))
+            cached = self._inference_encoder = (key, encoder_with_bias_column(W_FD, b_F, 1.0, dtype).T.contiguous())
+        x_aug = with_bias_column(rows_BD, 1.0, dtype)
+        return torch.mm(x_aug, cached[1], out=self._inference_buffer(rows_BD, dtype))
 
     def _inference_buffer(self, rows_BD: Tensor, dtype: torch.dtype) -> Tensor:
         """A [B, F] buffer for `encode_exact`'s selection product, kept between calls: a fresh one is
