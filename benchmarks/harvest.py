@@ -11,7 +11,8 @@ every method. Reported per model, all in the same process and on the same device
   - capture:      processor + adapter.capture (early exit after block L), to CPU
   - capture_full: same without early exit (the early-exit saving is capture vs this)
   - harvest:      the whole `harvest()` (data loading, rejects, store writes, statistics), run at n and
-                  at 4n records (fixed records_per_shard), each with its peak RSS (process + workers)
+                  at 4n records (fixed records_per_shard); its peak RSS (process + workers) at both sizes
+                  in untimed runs of their own (the sampler slows what it watches)
 The ratio compares the capture loop and the 4n harvest run alternately `--repeats` times (default 3),
 each at its fastest run (`capture_tok_s_runs`, `harvest_tok_s_runs` list them): a shared machine drifts
 by a third within minutes, and adjacent best-of-N runs compare the code rather than two machine states.
@@ -33,6 +34,7 @@ models `harvest.ratio_to_capture` (the lowest), `harvest.bound_ratio` (the lowes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import tempfile
@@ -171,10 +173,10 @@ def bench_model(name: str, path: Path, layer: int, n: int, batch: int, device: s
         res.update(_data_bound(adapter, data, batches, layer, n))
     adapter = None  # free the model before harvest() loads its own copy
 
-    def run_harvest(size: int) -> tuple[float, dict, float]:
+    def run_harvest(size: int, memory: bool = False) -> tuple[float, dict, float | None]:
         out = Path(tempfile.mkdtemp(prefix="mmsae-bench-store-"))
         try:
-            with PeakRSS() as mem:
+            with PeakRSS() if memory else contextlib.nullcontext() as mem:
                 t0 = time.perf_counter()
                 m = harvest(HarvestConfig(out=str(out), model=str(path), layer=layer,
                                           data=data.replace(f"n={n},", f"n={size},"), prompt="<image>",
@@ -183,10 +185,14 @@ def bench_model(name: str, path: Path, layer: int, n: int, batch: int, device: s
                 sec = time.perf_counter() - t0  # includes model loading, as a user of the command sees it
         finally:
             shutil.rmtree(out, ignore_errors=True)
-        return sec, m, mem.peak_mb
+        return sec, m, mem.peak_mb if memory else None
 
     run_harvest(batch)  # warm-up: one-time imports and caches
     big = 4 * n
+    # Peak memory in runs of its own: the sampler wakes every 20 ms to walk /proc under the GIL, which
+    # slowed the harvest it watched by 5-20 % (forward streams are Python threads too).
+    for size in (n, big):
+        res[f"peak_rss_mb.{size}"] = run_harvest(size, memory=True)[2]
     # The capture loop and the whole harvest alternate `repeats` times and each keeps its fastest run:
     # on a shared machine the speed drifts by 30 % within minutes, so one run of each, minutes apart,
     # compares two machine states; adjacent best-of-N runs compare the code.
@@ -197,11 +203,10 @@ def bench_model(name: str, path: Path, layer: int, n: int, batch: int, device: s
                 sec, tok = _time_loop(adapter, batches, capture, device)
                 adapter = None
                 res.setdefault("capture_tok_s_runs", []).append(tok / sec)
-            sec, m, peak = run_harvest(size)
+            sec, m, _ = run_harvest(size)
             tokens = sum(m["counts"]["tokens"].values())
             res[f"harvest_tokens.{size}"] = tokens
             res[f"harvest_s.{size}"] = min(sec, res.get(f"harvest_s.{size}", float("inf")))
-            res[f"peak_rss_mb.{size}"] = max(peak, res.get(f"peak_rss_mb.{size}", 0.0))
             if size == big:
                 res.setdefault("harvest_tok_s_runs", []).append(tokens / sec)
     res["capture_tok_s"] = max(res["capture_tok_s_runs"])

@@ -39,3 +39,11 @@ def test_a_stop_in_the_update_thread_resumes_to_the_same_index(tmp_path):
     assert not (out / "state" / "samples-000001.parquet").exists()
     build_index(config(out, sae, **small))
     assert dump(out) == dump(tmp_path / "ref")
+
+
+def test_forward_streams_give_the_same_index(tmp_path):
+    sae = make_sae(tmp_path / "sae")
+    small = dict(data="world:n=20,seed=1", chunk_records=8, batch_size=3, workers=0)
+    build_index(config(tmp_path / "s1", sae, streams=1, **small))
+    build_index(config(tmp_path / "s3", sae, streams=3, **small))
+    assert dump(tmp_path / "s1") == dump(tmp_path / "s3")

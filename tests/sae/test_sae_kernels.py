@@ -144,3 +144,23 @@ def test_select_topk_from_bf16_product_picks_float32s_top_k_with_exact_values():
     pre.sum().backward()
     ref = torch.zeros(Fx, Dx).index_add_(0, idx.reshape(-1), (x_BD - s_D).repeat_interleave(k, 0))
     torch.testing.assert_close(W.grad, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_preactivation_rounds_the_biased_sum_once():
+    """The bias rides in the bf16 product, so each value is the sum rounded once (within half a bf16 ulp
+    of the exact sum of the bf16 inputs); a product rounded to bf16 and then added to the bias in bf16 is
+    rounded twice and misses by up to a whole ulp."""
+    from mmsae.sae.kernels import dense_preactivation
+
+    g = torch.Generator().manual_seed(11)
+    x_BD, s_D, W_FD = torch.randn(128, 96, generator=g), torch.randn(96, generator=g), torch.randn(256, 96, generator=g)
+    b_F = 3 * torch.randn(256, generator=g)  # a bias as large as the products: double rounding shows
+    low = dense_preactivation(x_BD, W_FD, b_F, torch.bfloat16, shift_D=s_D)
+    rows = (x_BD - s_D).bfloat16().double()
+    truth = rows @ W_FD.bfloat16().double().T + b_F.bfloat16().double()
+    ulp = 2.0 ** (torch.frexp(truth.float()).exponent.double() - 8)  # bf16 keeps 8 significant bits
+    big = truth.abs() > 1  # where float32's accumulation error is a small fraction of a bf16 ulp
+    err = ((low.double() - truth).abs() / ulp)[big].max().item()
+    assert err <= 0.55, err
+    twice = (rows.bfloat16() @ W_FD.bfloat16().T).add_(b_F.bfloat16())
+    assert ((twice.double() - truth).abs() / ulp)[big].max().item() > 0.6  # the test tells the two apart

@@ -35,7 +35,7 @@ def compare_stores(a, b, ignore_created_by: bool = True) -> None:
             ca, cb = json.loads((a / rel).read_text()), json.loads((b / rel).read_text())
             assert ca.pop("out") == str(a) and cb.pop("out") == str(b)
             # the speed knobs, not part of the store's identity (HarvestConfig.identity): any value, same bytes
-            for knob in ("workers", "write_queue"):
+            for knob in ("workers", "streams", "write_queue"):
                 ca.pop(knob, None), cb.pop(knob, None)
             assert ca == cb
         else:

@@ -89,13 +89,15 @@ class IndexConfig:
     """show a progress bar"""
     workers: int | None = None
     """data-loader processes encoding ahead (0: in process; None: cores - 1, at most 4); not part of the identity"""
+    streams: int | None = None
+    """forward passes run at once (None: one per torch thread on CPU, at most 4; 1 on GPU); not part of the identity"""
     update_queue: int = 2
     """batches queued for the SAE/top-N thread; bounds the activations in flight"""
 
     def identity(self) -> dict:
-        """What must match for a rerun to resume into (or reuse) the same directory (not `workers` or
-        `update_queue` or `selection_dtype`: any value gives the same index)."""
-        skip = ("out", "sae", "model", "device", "progress", "workers", "update_queue", "selection_dtype")
+        """What must match for a rerun to resume into (or reuse) the same directory (not `workers`,
+        `streams`, `update_queue` or `selection_dtype`: any value gives the same index)."""
+        skip = ("out", "sae", "model", "device", "progress", "workers", "streams", "update_queue", "selection_dtype")
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -109,8 +111,10 @@ def _check_config(cfg: IndexConfig) -> None:
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     from mmsae.store.prefetch import resolve_workers
+    from mmsae.store.stream import resolve_streams
 
     resolve_workers(cfg.workers)
+    resolve_streams(cfg.streams, "cpu")
     if cfg.selection_dtype not in SELECTIONS:
         raise ValueError(f"selection_dtype must be one of {SELECTIONS}, got {cfg.selection_dtype!r}")
     if cfg.model_dtype is not None and cfg.model_dtype not in ("float32", "bfloat16", "float16"):
@@ -295,7 +299,7 @@ def _run(cfg, adapter, sae, source, layer, state, state_dir, rejects, start, n_r
 
     from mmsae.store.background import Background
     from mmsae.store.prefetch import prepared_batches
-    from mmsae.store.stream import forward
+    from mmsae.store.stream import forwards, resolve_streams
 
     R = cfg.chunk_records
     segments = [range(lo, min(lo + R, n_records)) for lo in range(start, n_records, R)]
@@ -309,8 +313,8 @@ def _run(cfg, adapter, sae, source, layer, state, state_dir, rejects, start, n_r
             Background(updater, maxsize=cfg.update_queue, name="mmsae-index-update") as background:
         task = bar.add_task("records", total=n_records, completed=start, tps="-")
         t0, n_tok = time.perf_counter(), 0
-        for s, last, prepared in chain([first] if first else [], batches):
-            captured = forward(adapter, prepared, layer)
+        items = chain([first] if first else [], batches)
+        for s, last, prepared, captured in forwards(adapter, items, layer, resolve_streams(cfg.streams, adapter.device)):
             background.put((segments[s], last, prepared.rejects, captured))
             n_tok += sum(len(c.table) for c in captured)
             bar.update(task, advance=len(prepared.consumed),

@@ -10,6 +10,7 @@ last block HF applies the final norm to `hidden_states[-1]`; we capture the bloc
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -289,8 +290,11 @@ class Adapter:
         norm and the LM head never run), so capture costs about (layer+1)/n_layers of a forward."""
         self.check_layer(layer)
         box: dict[str, torch.Tensor] = {}
+        caller = threading.get_ident()
 
         def hook(_module, _args, out):
+            if threading.get_ident() != caller:  # another thread's concurrent capture (`forwards`)
+                return None
             acts_BSD = _hidden(out)
             if early_exit:
                 raise _EarlyExit(acts_BSD)

@@ -200,12 +200,19 @@ def dense_preactivation(
     is done sparsely.
 
     `dtype=torch.bfloat16` runs it on AMX / AVX512-BF16 / tensor cores; callers then use it only
-    to *select* latents and recompute the k selected values exactly in the weights' dtype. `out`
-    (shape [B, F], that dtype) is reused instead of allocating: on CPU a fresh [B, F] buffer is
-    page-faulted in on every step, ~20 % of the product's own time at B=4096, F=8192.
+    to *select* latents and recompute the k selected values exactly in the weights' dtype. There the
+    bias rides in the product as a column (`with_bias_column`): a separate add is another pass over
+    [B, F] that costs as long as the product itself where AMX multiplies (B=4096, F=8192, d_in 512:
+    product 16 ms, bf16 add 20 ms), and the sum is rounded to bf16 once instead of twice. In the
+    weights' own dtype the values are the exact ones callers read, so they stay one product plus one
+    add. `out` (shape [B, F], that dtype) is reused instead of allocating: on CPU a fresh [B, F] buffer
+    is page-faulted in on every step, ~20 % of the product's own time at B=4096, F=8192.
     """
     dtype = dtype or x_BD.dtype
     with torch.no_grad():
+        if dtype != W_FD.dtype:
+            rows_BA = with_bias_column(encoder_input(x_BD, shift_D, x_BD.dtype), 1.0, dtype)
+            return torch.mm(rows_BA, encoder_with_bias_column(W_FD, b_F, 1.0, dtype).T, out=out)
         x_BD = encoder_input(x_BD, shift_D, dtype)
         pre_BF = torch.mm(x_BD, W_FD.detach().to(dtype).T, out=out)
         # a separate in-place add: addmm would first broadcast the bias into all of [B, F] anyway
@@ -242,8 +249,8 @@ def topk_candidates(scores_BF: Tensor, k: int) -> Tensor:
     order as the values; negative values' bits all sort below them, in reverse order among themselves.
     So a row whose k picks are all non-negative has the right picks, and a row where a negative value
     made it in is searched again by value. Ties may be broken otherwise than `topk_indices` breaks them,
-    which is why training keeps `topk_indices`: its AuxK ranks dead latents by the bf16 values
-    themselves, and a different tie there trains a different SAE."""
+    so it serves the searches whose candidates exact values then rank (`select_topk`, `encode_exact`);
+    AuxK keeps `topk_indices`, since it ranks dead latents by the bf16 values themselves."""
     if scores_BF.dtype != torch.bfloat16 or scores_BF.device.type != "cpu":
         return topk_indices(scores_BF, k)
     bits_BF = scores_BF.contiguous().view(torch.int16)
@@ -325,7 +332,7 @@ def select_topk(
     if rows_BD is None:
         rows_BD = encoder_input(x_BD, shift_D, W_FD.dtype)
     n_cand = min(pre_BF.shape[1], k + max(8, k // 4))
-    cand_BM = topk_indices(pre_BF, n_cand)
+    cand_BM = topk_candidates(pre_BF, n_cand)  # exact values decide among the candidates
     with torch.no_grad():
         exact_BM = _gather_dot(cand_BM, W_FD, rows_BD) + b_F.detach()[cand_BM]
         pick_BK = exact_BM.topk(k, dim=1, sorted=False).indices

@@ -61,6 +61,9 @@ class HarvestConfig:
     workers: int | None = None
     """data-loader processes that load and encode records while the model runs (0: in process; None: one per
     core but the forward's, at most 4); not part of the store's identity: any value gives the same bytes"""
+    streams: int | None = None
+    """forward passes run at once, each on its share of torch's threads (None: one per thread on CPU, at most
+    4; 1 on GPU); not part of the store's identity: any value gives the same bytes"""
     write_queue: int = 2
     """batches handed to the shard-writer thread ahead of it; bounds the activations held in flight"""
 
@@ -99,8 +102,10 @@ def _check_model(cfg: HarvestConfig) -> None:
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)!r}")
     from .prefetch import resolve_workers
+    from .stream import resolve_streams
 
     resolve_workers(cfg.workers)
+    resolve_streams(cfg.streams, "cpu")
 
 
 def _check_resume(root: Path, identity: dict, rank: int) -> None:
@@ -186,7 +191,7 @@ def _run(cfg, adapter, source, root: Path, todo: list[int], n_records: int, rank
 
     from .background import Background
     from .prefetch import prepared_batches
-    from .stream import forward
+    from .stream import forwards, resolve_streams
 
     R = cfg.records_per_shard
     segments = [range(k * R, min((k + 1) * R, n_records)) for k in todo]
@@ -200,8 +205,8 @@ def _run(cfg, adapter, source, root: Path, todo: list[int], n_records: int, rank
             Background(writer, maxsize=cfg.write_queue, name="mmsae-shard-writer", threads=1) as background:
         task = bar.add_task("records", total=sum(len(s) for s in segments), tps="-")
         t0, n_tok = _now(), 0
-        for s, last, prepared in chain([first] if first else [], batches):
-            captured = forward(adapter, prepared, cfg.layer)
+        items = chain([first] if first else [], batches)
+        for s, last, prepared, captured in forwards(adapter, items, cfg.layer, resolve_streams(cfg.streams, adapter.device)):
             background.put((todo[s], segments[s], last, prepared.rejects, captured))
             n_tok += sum(len(c.table) for c in captured)
             bar.update(task, tps=f"{n_tok / max(_now() - t0, 1e-9):,.0f}", advance=len(prepared.consumed))
