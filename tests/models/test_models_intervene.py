@@ -127,3 +127,22 @@ def test_where_replaces_only_masked_columns_and_ignores_columns_past_the_mask():
     expect = h.clone()
     expect[1, 0] += 1  # column 1 of example 1
     assert torch.equal(out, expect)
+
+
+def test_an_intervention_leaves_another_threads_forward_alone(adapter_of):
+    """Harvest runs forwards of one model side by side in threads; an intervention applies to the
+    forwards of the thread that opened it only."""
+    import threading
+
+    a = adapter_of("llava")
+    enc = _enc(a, 2)
+    clean = a.forward_logits(enc.inputs)
+    push = _push(a)
+    got = {}
+    with a.intervene(1, lambda h, site: h + push):
+        steered = a.forward_logits(enc.inputs)
+        other = threading.Thread(target=lambda: got.__setitem__("other", a.forward_logits(enc.inputs)))
+        other.start()
+        other.join()
+    assert not torch.equal(steered, clean)
+    assert torch.equal(got["other"], clean)

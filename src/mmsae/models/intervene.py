@@ -17,6 +17,7 @@ unpadded batch), from the KV cache's length, so it is the same for every family.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -53,11 +54,15 @@ def _with_hidden(out, new):
 @contextlib.contextmanager
 def intervene(adapter, layer: int, fn: Edit) -> Iterator[None]:
     """Within the block, the output of decoder block `layer` becomes fn(hidden_BSD, site) on every
-    forward call of `adapter.model` (nestable; several layers: nest several)."""
+    forward call of `adapter.model` made by this thread (nestable; several layers: nest several);
+    another thread's forwards of the same model, as harvest's side-by-side streams, are left alone."""
     adapter.check_layer(layer)
     state = {"total": None, "cached": 0, "ids": None, "step": 0}
+    owner = threading.get_ident()
 
     def pre(_module, args, kwargs):
+        if threading.get_ident() != owner:
+            return None
         mask = kwargs.get("attention_mask")
         state["total"] = int(mask.shape[-1]) if isinstance(mask, Tensor) and mask.dim() == 2 else None
         ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], Tensor) else None)
@@ -69,6 +74,8 @@ def intervene(adapter, layer: int, fn: Edit) -> Iterator[None]:
         state["cached"] = _cached(cache) if cache is not None else 0
 
     def hook(_module, _args, out):
+        if threading.get_ident() != owner:
+            return None
         hidden_BSD = _hidden(out)
         S = hidden_BSD.shape[1]
         start = (state["total"] - S) if state["total"] is not None else state["cached"]
