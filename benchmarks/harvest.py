@@ -1,6 +1,6 @@
 """Harvest throughput: `mmsae harvest` against a plain `model(..., output_hidden_states=True)` loop.
 
-    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/harvest.py [--n 64] [--layer 1] [--workers N] [--json]
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/harvest.py [--n 64] [--layer 1] [--workers N] [--streams N] [--json]
     python benchmarks/harvest.py --device cuda --big      # LLaVA-NeXT-8B-shaped random weights, bf16
 
 Models: the zoo subject model (when its weights exist) and a tiny random LLaVA-NeXT built here
@@ -134,7 +134,8 @@ def _data_bound(adapter, data: str, batches, layer: int, n: int) -> dict:
 
 
 def bench_model(name: str, path: Path, layer: int, n: int, batch: int, device: str, dtype: str | None,
-                image_size: int, workers: int | None = None, records_per_shard: int = 32, repeats: int = 3) -> dict:
+                image_size: int, workers: int | None = None, records_per_shard: int = 32, repeats: int = 3,
+                streams: int | None = None) -> dict:
     from mmsae.models import load_adapter
     from mmsae.store import HarvestConfig, harvest
 
@@ -181,7 +182,7 @@ def bench_model(name: str, path: Path, layer: int, n: int, batch: int, device: s
                 m = harvest(HarvestConfig(out=str(out), model=str(path), layer=layer,
                                           data=data.replace(f"n={n},", f"n={size},"), prompt="<image>",
                                           batch_size=batch, records_per_shard=records_per_shard, device=device,
-                                          model_dtype=dtype, progress=False, workers=workers))
+                                          model_dtype=dtype, progress=False, workers=workers, streams=streams))
                 sec = time.perf_counter() - t0  # includes model loading, as a user of the command sees it
         finally:
             shutil.rmtree(out, ignore_errors=True)
@@ -245,6 +246,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--big", action="store_true", help="add the LLaVA-NeXT-8B-shaped model (needs a GPU)")
     ap.add_argument("--workers", type=int, default=None, help="harvest's data-loader workers (default: its own)")
+    ap.add_argument("--streams", type=int, default=None, help="harvest's forward streams (default: its own)")
     ap.add_argument("--records-per-shard", type=int, default=32, help="fixed, so that memory must not grow with n")
     ap.add_argument("--repeats", type=int, default=3, help="alternating capture / harvest runs; the best of each")
     ap.add_argument("--json", action="store_true", help="print flat JSON keys instead of a table")
@@ -270,7 +272,7 @@ def main() -> None:
             n_layers = AutoConfig.from_pretrained(path).get_text_config().num_hidden_layers
             layer = args.layer if args.layer is not None else n_layers // 2
             results.append(bench_model(name, path, layer, args.n, args.batch, args.device, dtype, size, args.workers,
-                                       args.records_per_shard, args.repeats))
+                                       args.records_per_shard, args.repeats, args.streams))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:

@@ -1,6 +1,6 @@
 """Feature-index throughput: tokens/s of `build_index` on the zoo subject with a random TopK SAE.
 
-    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/index_throughput.py [--records 512] [--workers N] [--json]
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/index_throughput.py [--records 512] [--workers N] [--streams N] [--json]
     python benchmarks/index_throughput.py --device cuda --latents 16384 --k 32
     python benchmarks/index_throughput.py --latents 4096 --selection float32   # the demo's scale, exact product
 
@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--top-n", type=int, default=20)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--workers", type=int, default=None, help="build_index's data-loader workers (default: its own)")
+    ap.add_argument("--streams", type=int, default=None, help="build_index's forward streams (default: its own)")
     ap.add_argument("--selection", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
                     help="build_index's selection_dtype (auto: bfloat16 where native, as training's)")
     ap.add_argument("--repeats", type=int, default=3, help="alternating capture / index runs; the best of each")
@@ -130,7 +131,8 @@ def main() -> None:
             cfg = IndexConfig(out=str(tmp / f"index-{run}"), sae=str(tmp / "sae"), model=model, data=data,
                               prompt=prompt, top_n=args.top_n, batch_size=args.batch_size,
                               chunk_records=args.chunk_records, device=args.device, progress=False,
-                              max_records=n_records, workers=args.workers, selection_dtype=args.selection)
+                              max_records=n_records, workers=args.workers, streams=args.streams,
+                              selection_dtype=args.selection)
             try:
                 with PeakRSS() if not timed_run else contextlib.nullcontext() as mem:
                     t0 = time.perf_counter()
@@ -159,6 +161,7 @@ def main() -> None:
         "capture_tokens_per_s": max(runs["capture"]), "index_tokens_per_s": max(runs["index"]),
         "update_tokens_per_s": tokens / max(best["update_s"], 1e-9), "index_seconds": best["index_s"],
         "update_seconds": best["update_s"], "capture_seconds": best["capture_s"], "workers": args.workers,
+        "streams": args.streams,
         "repeats": args.repeats, "capture_tokens_per_s_runs": runs["capture"], "index_tokens_per_s_runs": runs["index"],
     }
     result["ratio_to_capture"] = result["index_tokens_per_s"] / result["capture_tokens_per_s"]

@@ -1,7 +1,6 @@
 """End to end: `mmsae demo` as a user runs it, on the shipped zoo (runs in CI)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +10,11 @@ from PIL import Image
 
 
 @pytest.fixture(scope="module")
-def demo_out(tmp_path_factory) -> Path:
+def demo_out(tmp_path_factory, user_env) -> Path:
     out = tmp_path_factory.mktemp("demo") / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # as a user runs it: the package conftests' OMP_NUM_THREADS=1 (set when the suite starts without one)
+    # would run the demo on one core, slower and with other floating-point bits than the README's command
+    env = user_env(HF_HUB_OFFLINE="1")
     res = subprocess.run([sys.executable, "-m", "mmsae", "demo", "--out", str(out)], env=env,
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -29,6 +30,15 @@ def test_report_and_metrics(demo_out):
     for ref in [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:
         assert Image.open(demo_out / ref).size[0] > 100, ref
     assert metrics["time.total_s"] < 600
+
+
+def test_the_demo_ran_on_a_users_threads(demo_out, user_env):
+    """Not on the one thread the package conftests set for their small tests (OMP_NUM_THREADS=1 leaked into
+    the demo's subprocess when the suite started without one: a slower demo with other numbers)."""
+    fresh = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                           env=user_env(), capture_output=True, text=True, timeout=120)
+    metrics = json.loads((demo_out / "metrics.json").read_text())
+    assert metrics["env.torch_threads"] == int(fresh.stdout)
 
 
 def test_the_zoo_reads_the_image(demo_out):

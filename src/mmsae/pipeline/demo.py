@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..defaults import zoo_model_dir
 from .finetune_stage import stage_finetune
 from .interp import stage_interp
@@ -80,6 +82,8 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
             STAGES[name](rep)
             rep.metrics[f"time.{name}_s"] = round(time.time() - t, 1)
         rep.metrics["time.total_s"] = round(time.time() - t0, 1)
+        # floating-point results depend on the thread count (a GEMM splits its work by it): say which ran
+        rep.metrics["env.torch_threads"] = torch.get_num_threads()
         view = viewer_command(out.resolve())
         if "interp" in cfg.stage_list:
             rep.add("Look at the features", f"Open the viewer on this output:\n\n```\n{view}\n```")
