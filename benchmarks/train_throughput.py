@@ -3,6 +3,7 @@
 Run with a Python that has the peers installed and mmsae on the path, e.g.
 
     OMP_NUM_THREADS=2 PYTHONPATH=src /work/peers-venv/bin/python benchmarks/train_throughput.py --json
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/train_throughput.py --profile mmsae --steps 5   # where a step goes
 
 Each implementation runs in its own subprocess (so peak RSS is its own) on identical synthetic
 activations: sparse non-negative combinations of random unit directions plus an offset and noise,
@@ -173,16 +174,18 @@ def setup_saelens(args, first):
     return step, recon
 
 
+SETUPS = {"mmsae": lambda a, f: setup_mmsae(a, f, selection_dtype=a.selection),
+          "sparsify": setup_sparsify, "saelens": setup_saelens,
+          # exact: the dense selection product in fp32 too
+          "mmsae_fp32": lambda a, f: setup_mmsae(a, f, selection_dtype="float32")}
+
+
 def run_one(args) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     acts = make_acts(args.batch * (args.steps + args.warmup_steps + 1), args.d_in)
     held_out = acts[-args.batch :]
-    setups = {"mmsae": lambda a, f: setup_mmsae(a, f, selection_dtype=a.selection),
-              "sparsify": setup_sparsify, "saelens": setup_saelens,
-              # exact: the dense selection product in fp32 too
-              "mmsae_fp32": lambda a, f: setup_mmsae(a, f, selection_dtype="float32")}
-    step, recon = setups[args.only](args, acts[: args.batch])
+    step, recon = SETUPS[args.only](args, acts[: args.batch])
     t0 = None
     for i in range(args.steps + args.warmup_steps):
         if i == args.warmup_steps:
@@ -203,6 +206,28 @@ def run_one(args) -> dict:
     return out
 
 
+def profile_one(args) -> None:
+    """--profile IMPL: where one training step's time goes (torch profiler over the timed steps; self time per
+    step of each operator and input shape, the 25 largest)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    batches = make_acts(args.batch * (args.steps + args.warmup_steps), args.d_in).split(args.batch)
+    step, _ = SETUPS[args.profile](args, batches[0])
+    for b in batches[: args.warmup_steps]:
+        step(b)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for b in batches[args.warmup_steps :]:
+            step(b)
+    n = len(batches) - args.warmup_steps
+    rows = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in rows) / 1e3 / n
+    print(f"{args.profile}: {total:.1f} ms of operator self time per step ({n} steps, {args.threads} threads)")
+    for e in rows[:25]:
+        print(f"{e.self_cpu_time_total / 1e3 / n:8.2f} ms  {e.count // n:3d}/step  {e.key:30s} {e.input_shapes}")
+
+
 SELECTIONS = {"auto": "auto", "fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
               "int8": "int8"}
 # the product a step cannot beat, by the precision the selection product runs in
@@ -219,7 +244,7 @@ def bound_tokens_per_s(args, precision: str) -> tuple[float, float]:
 def flat_report(args, results: dict) -> dict:
     """Flat `train.*` keys. The bound is the one of the path each row took: the mmsae row's selection
     precision for `train.bound`; the float32 product for the rows that select in float32."""
-    out = {"train.config." + k: v for k, v in vars(args).items() if k not in ("only", "json")}
+    out = {"train.config." + k: v for k, v in vars(args).items() if k not in ("only", "json", "profile")}
     out["train.torch"] = torch.__version__
     for impl, r in results.items():
         if "error" in r:
@@ -272,6 +297,7 @@ def main() -> None:
                     help="run the implementations this many times, round robin, and keep each one's fastest run "
                          "(robust to other load on a shared machine)")
     ap.add_argument("--only", choices=IMPLS, help=argparse.SUPPRESS)
+    ap.add_argument("--profile", choices=IMPLS, help="print where this implementation's step spends its time, and stop")
     ap.add_argument("--json", action="store_true", help="print one JSON object of flat train.* keys")
     args = ap.parse_args()
     args.selection = SELECTIONS[args.selection]
@@ -280,6 +306,9 @@ def main() -> None:
         raise SystemExit(f"--impls: unknown {sorted(unknown)}; valid: {', '.join(IMPLS)}")
     if args.only:
         print(json.dumps(run_one(args)))
+        return
+    if args.profile:
+        profile_one(args)
         return
     torch.set_num_threads(args.threads)
     results = {}

@@ -36,3 +36,21 @@ def test_auto_records_its_choice_and_a_missing_peer_is_an_error_entry():
         assert "sparsify" in out["train.error.sparsify"] and "train.ratio_to_sparsify" not in out
     else:
         assert out["train.ratio_to_sparsify"] > 0
+
+
+def test_profile_names_the_operators_of_a_step():
+    import os
+    import subprocess
+    import sys
+
+    from bench_run import ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), *SMALL, "--profile", "mmsae"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    head, *rows = res.stdout.strip().splitlines()
+    assert head.startswith("mmsae: ") and "ms of operator self time per step (2 steps, 1 threads)" in head
+    assert 0 < len(rows) <= 25 and any("aten::mm" in r for r in rows)  # the dense selection product is there
+    ms = [float(r.split()[0]) for r in rows]
+    assert ms == sorted(ms, reverse=True) and float(head.split()[1]) >= sum(ms)
