@@ -9,9 +9,9 @@ Reported, in one process on one device, over the same world records ("<image> {c
   - index:   the whole build_index (capture + SAE encode + running top-N + state saves + DuckDB write)
   - update:  the SAE encode + top-N share of it, from summing IndexState.add_batch times (it runs in
              build_index's update thread, overlapped with the forward)
-tokens/s counts every token of every sequence (text, image and special). build_index runs at
-records/4 and at records (fixed chunk_records), each with its peak RSS (process + workers); the ratio
-is at `records`: the capture loop and that build alternate `--repeats` times (default 3), each at its
+tokens/s counts every token of every sequence (text, image and special). Peak RSS (process + workers)
+comes from two untimed builds at records/4 and at records (fixed chunk_records); the ratio is at
+`records`: the capture loop and that build alternate `--repeats` times (default 3), each at its
 fastest run (index.*_runs list them). --json prints flat keys: index.ratio_to_capture, index.peak_rss_mb.<n>, index.<metric>.
 
 The bound: FLOPs per token (2 per multiply-accumulate) of the model's forward up to the SAE's layer

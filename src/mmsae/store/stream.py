@@ -88,8 +88,8 @@ def forwards(adapter, batches: Iterable, layer: int, streams: int = 1) -> Iterat
     of torch's intra-op threads (at most `streams` batches in flight). On a CPU whose cores also load,
     encode and store the data, single-threaded forwards side by side beat one forward on a team of
     threads: the team stalls at every operation while one of its cores runs the data worker or the
-    writer, and a small model's operations are too short for a team to pay off anyway (zoo subject,
-    2 cores: one 2-thread forward ran harvest at 10.8k tok/s, two 1-thread forwards at 15.2-17.2k).
+    writer, and a small model's operations are too short for a team to pay off anyway (2 cores,
+    `benchmarks/harvest.py --streams 1` vs `2`: harvest/capture 0.61 -> 0.87 on the zoo subject).
     The captures are the same either way: each forward is the model on its own batch."""
     if streams <= 1:
         for item in batches:
