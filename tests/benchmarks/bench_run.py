@@ -9,9 +9,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_benchmark(script: str, *args: str) -> dict:
+def run_script(script: str, *args: str) -> str:
+    """The script's standard output (it must exit 0)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--json"],
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+    return res.stdout
+
+
+def run_benchmark(script: str, *args: str) -> dict:
+    return json.loads(run_script(script, *args, "--json"))

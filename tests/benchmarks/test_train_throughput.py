@@ -1,7 +1,7 @@
 """benchmarks/train_throughput.py: flat keys, and only the bound of the path the selection took."""
 
 import pytest
-from bench_run import run_benchmark
+from bench_run import run_benchmark, run_script
 
 SMALL = ["--d-in", "32", "--latents", "256", "--k", "4", "--batch", "128", "--steps", "2", "--warmup-steps", "1",
          "--threads", "1"]
@@ -39,17 +39,7 @@ def test_auto_records_its_choice_and_a_missing_peer_is_an_error_entry():
 
 
 def test_profile_names_the_operators_of_a_step():
-    import os
-    import subprocess
-    import sys
-
-    from bench_run import ROOT
-
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), *SMALL, "--profile", "mmsae"],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert res.returncode == 0, res.stderr
-    head, *rows = res.stdout.strip().splitlines()
+    head, *rows = run_script("train_throughput.py", *SMALL, "--profile", "mmsae").strip().splitlines()
     assert head.startswith("mmsae: ") and "ms of operator self time per step (2 steps, 1 threads)" in head
     assert 0 < len(rows) <= 25 and any("aten::mm" in r for r in rows)  # the dense selection product is there
     ms = [float(r.split()[0]) for r in rows]
